@@ -1,0 +1,44 @@
+"""Prune what the chosen options do not use, write the example connection, print next steps.
+
+What belongs to which cloud is one mapping, ``_clouds`` in cookiecutter.json: a file listed
+for another cloud and not for the chosen one is removed. A fifth cloud is one more entry.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def paths_to_prune(clouds: dict, chosen: str) -> set[str]:
+    keep = set(clouds[chosen]["paths"])
+    return {p for name, c in clouds.items() if name != chosen for p in c["paths"]} - keep
+
+
+def prune(project: Path, paths: set[str]) -> None:
+    for rel in sorted(paths):
+        target = project / rel
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def main(answers: dict, project: Path) -> int:
+    cloud = answers["cloud"]
+    prune(project, paths_to_prune(answers["_clouds"], cloud))
+    # The example connection comes from the project's own script, so its shape lives in one
+    # place (include/remote_cluster.py). Offline: --placeholder asks no CLI.
+    subprocess.run([sys.executable, "scripts/write_connection.py", "--placeholder"], cwd=project, check=True)
+    print(f"\nCreated {project.name} for {answers['_clouds'][cloud]['label']}. Next steps:")
+    print(f"  cd {project.name}")
+    for n, line in enumerate(answers["_clouds"][cloud]["next_steps"], 1):
+        print(f"  {n}. {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(json.loads(r'''{{ cookiecutter | tojson }}'''), Path.cwd()))

@@ -1,0 +1,137 @@
+"""The checks behind dags/check_remote_cluster.py, one function a step, in the order a
+remote pod needs them: connection -> credentials -> API server -> permissions.
+
+Each returns a short finding on success and raises ``PreflightError`` naming the missing
+piece and how to fix it otherwise. No Airflow import here, so the project tests can call them.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+
+from include import remote_cluster as rc
+
+FIX_CONNECTION = "run `python3 scripts/write_connection.py` and restart (`astro dev restart`)"
+FIX_IDENTITY = {
+    "aws": "create the access entry: aws eks create-access-entry --cli-input-json file://aws/access-entry.json",
+    "gcp": "grant roles/container.clusterViewer to the service account (README, step 2)",
+    "azure": "add the federated credential to the managed identity (README, step 2)",
+    "generic": "mint a new token: python3 scripts/write_connection.py --kubeconfig <admin kubeconfig>",
+}[rc.CLOUD]
+FIX_RBAC = "kubectl apply -f k8s/  (as a cluster admin)"
+
+
+class PreflightError(Exception):
+    """A step failed; the message says what is missing and how to fix it."""
+
+
+def check_connection(extra: dict) -> str:
+    kube_config = extra.get("kube_config")
+    if isinstance(kube_config, str):
+        kube_config = json.loads(kube_config)
+    if not isinstance(kube_config, dict):
+        raise PreflightError(f"connection {rc.KUBERNETES_CONN_ID} has no kube_config extra: {FIX_CONNECTION}")
+    cluster = kube_config["clusters"][0]["cluster"]
+    if cluster.get("server", rc.PLACEHOLDER_SERVER) == rc.PLACEHOLDER_SERVER:
+        raise PreflightError(f"connection {rc.KUBERNETES_CONN_ID} still has the example endpoint: {FIX_CONNECTION}")
+    if not cluster.get("certificate-authority-data"):
+        raise PreflightError(f"connection {rc.KUBERNETES_CONN_ID} has no cluster CA: {FIX_CONNECTION}")
+    if extra.get("namespace", rc.REMOTE_NAMESPACE) != rc.REMOTE_NAMESPACE:
+        raise PreflightError(f"connection namespace {extra['namespace']!r} is not {rc.REMOTE_NAMESPACE!r}: {FIX_CONNECTION}")
+    return f"endpoint {cluster['server']}, CA present"
+
+
+def check_credentials(extra: dict) -> str:
+    """Run the kubeconfig's exec plugin exactly as the Kubernetes client will."""
+    kube_config = extra["kube_config"]
+    if isinstance(kube_config, str):
+        kube_config = json.loads(kube_config)
+    user = kube_config["users"][0]["user"]
+    if "exec" not in user:
+        return describe_token(user.get("token", ""))
+    plugin = user["exec"]
+    if shutil.which(plugin["command"]) is None:
+        raise PreflightError(
+            f"{plugin['command']} is not on PATH in this image: rebuild it (`astro dev restart`); "
+            "the Dockerfile installs it for the workers and the triggerer"
+        )
+    env = dict(os.environ, KUBERNETES_EXEC_INFO=json.dumps(
+        {"kind": "ExecCredential", "apiVersion": plugin["apiVersion"], "spec": {"interactive": False}}))
+    for item in plugin.get("env") or []:
+        env[item["name"]] = item["value"]
+    try:
+        done = subprocess.run([plugin["command"], *plugin.get("args", [])], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+    except subprocess.TimeoutExpired:
+        raise PreflightError(f"{plugin['command']} did not answer within 120 s (network to the cloud's token service?)") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise PreflightError(f"{plugin['command']} could not make a token: {last} (check the cloud credentials; README, local development)")
+    status = json.loads(done.stdout).get("status", {})
+    if not status.get("token"):
+        raise PreflightError(f"{plugin['command']} printed no token")
+    return f"{plugin['command']} made a token, expires {status.get('expirationTimestamp', 'unknown')}"
+
+
+def describe_token(token: str) -> str:
+    if not token:
+        raise PreflightError(f"the connection has no ServiceAccount token: {FIX_CONNECTION}")
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return "static bearer token (not a JWT; expiry unknown)"
+    expires = dt.datetime.fromtimestamp(claims.get("exp", 0), tz=dt.timezone.utc)
+    left = expires - dt.datetime.now(dt.timezone.utc)
+    if left.total_seconds() <= 0:
+        raise PreflightError(f"the ServiceAccount token expired at {expires:%Y-%m-%d %H:%M} UTC: {FIX_IDENTITY}")
+    return f"ServiceAccount token valid until {expires:%Y-%m-%d %H:%M} UTC ({left.total_seconds() / 3600:.1f} h left)"
+
+
+def check_api_server(api_client) -> str:
+    from kubernetes.client import AuthenticationV1Api, VersionApi
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        version = VersionApi(api_client).get_code().git_version
+    except ApiException as err:
+        if err.status == 401:
+            raise PreflightError(f"the API server rejected the token (401): {FIX_IDENTITY}") from None
+        raise PreflightError(f"the API server answered {err.status} {err.reason}") from None
+    except Exception as err:  # noqa: BLE001 - urllib3/ssl errors: say which piece
+        hint = "wrong CA" if "CERTIFICATE" in str(err).upper() else "endpoint not reachable from here (private endpoint, firewall or authorized IP ranges?)"
+        raise PreflightError(f"cannot reach the API server: {hint}: {err.__class__.__name__}") from None
+    try:
+        review = AuthenticationV1Api(api_client).create_self_subject_review({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        who = review.status.user_info
+        identity = f"{who.username} groups={','.join(who.groups or [])}"
+    except ApiException:
+        identity = "identity not shown (SelfSubjectReview needs Kubernetes >= 1.28)"
+    return f"Kubernetes {version}; authenticated as {identity}"
+
+
+def check_permissions(api_client) -> str:
+    """One SelfSubjectAccessReview per call the pod operator makes; all must be allowed."""
+    from kubernetes.client import AuthorizationV1Api
+
+    api = AuthorizationV1Api(api_client)
+    denied = []
+    for verb, resource, subresource in rc.REQUIRED_PERMISSIONS:
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"namespace": rc.REMOTE_NAMESPACE, "verb": verb,
+                                            "resource": resource, "subresource": subresource}},
+        }
+        if not api.create_self_subject_access_review(body).status.allowed:
+            denied.append(f"{verb} {resource}/{subresource}" if subresource else f"{verb} {resource}")
+    if denied:
+        raise PreflightError(
+            f"missing in namespace {rc.REMOTE_NAMESPACE}: {', '.join(denied)} (first: {denied[0]}): {FIX_RBAC}"
+        )
+    return f"all {len(rc.REQUIRED_PERMISSIONS)} permissions allowed in {rc.REMOTE_NAMESPACE}"

@@ -1,0 +1,121 @@
+"""The remote cluster this project runs pods on: one place for names the DAGs, the
+connection script and the tests share. Plain constants, no I/O, importable without Airflow.
+"""
+
+from __future__ import annotations
+
+CLOUD = {{ cookiecutter.cloud | tojson }}
+CLUSTER_NAME = {{ cookiecutter.cluster_name | tojson }}
+KUBERNETES_CONN_ID = {{ cookiecutter.kubernetes_conn_id | tojson }}
+REMOTE_NAMESPACE = {{ cookiecutter.namespace | tojson }}
+# Caps how many remote pods run at once (also created by airflow_settings.yaml locally).
+REMOTE_POOL = "remote_kpo"
+REMOTE_POOL_SLOTS = 4
+XCOM_ENABLED = {{ "True" if cookiecutter.xcom else "False" }}
+
+# Every API call KubernetesPodOperator makes with this project's options, as
+# (verb, resource, subresource). k8s/role.yaml grants exactly these; the preflight DAG asks
+# the API server about each one with a SelfSubjectAccessReview.
+REQUIRED_PERMISSIONS: list[tuple[str, str, str]] = [
+    ("create", "pods", ""),
+    ("delete", "pods", ""),
+    ("get", "pods", ""),
+    ("list", "pods", ""),
+    ("patch", "pods", ""),
+    ("get", "pods", "log"),
+    ("list", "events", ""),
+]
+if XCOM_ENABLED:
+    REQUIRED_PERMISSIONS += [("create", "pods", "exec"), ("get", "pods", "exec")]
+
+# Rendered with obviously fake values until scripts/write_connection.py fills them in.
+PLACEHOLDER_SERVER = "https://cluster-endpoint.example.invalid"
+
+{%- set c = cookiecutter %}
+{%- if c.cloud == "aws" %}
+
+# EKS: include/kube_auth/eks_token.py assumes the runner role and presigns an STS call.
+AWS_REGION = {{ c.aws_region | tojson }}
+RUNNER_ROLE_ARN = {{ c.__aws_role_arn | tojson }}
+EXEC_PLUGIN: dict | None = {
+    "apiVersion": "client.authentication.k8s.io/v1beta1",
+    "command": "python",
+    "args": [
+        "/usr/local/airflow/include/kube_auth/eks_token.py",
+        "--cluster-name", CLUSTER_NAME,
+        "--region", AWS_REGION,
+        "--role-arn", RUNNER_ROLE_ARN,
+    ],
+    "interactiveMode": "Never",
+}
+{%- elif c.cloud == "gcp" %}
+
+# GKE: gke-gcloud-auth-plugin (installed by the Dockerfile) on Application Default
+# Credentials: the deployment's workload identity when deployed, your ADC file locally.
+GCP_PROJECT_ID = {{ c.gcp_project_id | tojson }}
+GCP_LOCATION = {{ c.gcp_location | tojson }}
+RUNNER_IDENTITY = {{ c.gcp_service_account_email | tojson }}
+EXEC_PLUGIN: dict | None = {
+    "apiVersion": "client.authentication.k8s.io/v1beta1",
+    "command": "gke-gcloud-auth-plugin",
+    "args": ["--use_application_default_credentials"],
+    "provideClusterInfo": True,
+    "interactiveMode": "Never",
+    "installHint": "gke-gcloud-auth-plugin is installed by this project's Dockerfile",
+}
+{%- elif c.cloud == "azure" %}
+
+# AKS: kubelogin (installed by the Dockerfile) exchanges the deployment's federated token
+# for an Entra ID token for the AKS server application. Locally, AAD_LOGIN_METHOD in .env
+# switches the login mode (see README).
+AZURE_SUBSCRIPTION_ID = {{ c.azure_subscription_id | tojson }}
+AZURE_RESOURCE_GROUP = {{ c.azure_resource_group | tojson }}
+AZURE_TENANT_ID = {{ c.azure_tenant_id | tojson }}
+AZURE_IDENTITY_CLIENT_ID = {{ c.azure_identity_client_id | tojson }}
+AKS_SERVER_APP_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"  # the same for every AKS cluster
+EXEC_PLUGIN: dict | None = {
+    "apiVersion": "client.authentication.k8s.io/v1beta1",
+    "command": "kubelogin",
+    "args": [
+        "get-token",
+        "--login", "workloadidentity",
+        "--server-id", AKS_SERVER_APP_ID,
+        "--client-id", AZURE_IDENTITY_CLIENT_ID,
+        "--tenant-id", AZURE_TENANT_ID,
+    ],
+    "interactiveMode": "Never",
+    "installHint": "kubelogin is installed by this project's Dockerfile",
+}
+{%- else %}
+
+# Any cluster: a short-lived ServiceAccount token written into the connection by
+# scripts/write_connection.py (`kubectl create token --duration`), no exec plugin.
+SERVICE_ACCOUNT = {{ c.__runner_name | tojson }}
+EXEC_PLUGIN: dict | None = None
+{%- endif %}
+
+
+def kube_config(server: str = PLACEHOLDER_SERVER, ca_data: str = "", token: str = "") -> dict:
+    """The kubeconfig stored in the Airflow connection's ``kube_config`` extra."""
+    cluster: dict = {"server": server}
+    if ca_data:
+        cluster["certificate-authority-data"] = ca_data
+    user: dict = {"exec": EXEC_PLUGIN} if EXEC_PLUGIN else {"token": token}
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": CLUSTER_NAME, "cluster": cluster}],
+        "users": [{"name": "airflow", "user": user}],
+        "contexts": [
+            {
+                "name": CLUSTER_NAME,
+                "context": {"cluster": CLUSTER_NAME, "user": "airflow", "namespace": REMOTE_NAMESPACE},
+            }
+        ],
+        "current-context": CLUSTER_NAME,
+    }
+
+
+def connection_extra(**kube_config_args: str) -> dict:
+    """The ``extra`` of the Kubernetes connection ``KUBERNETES_CONN_ID``."""
+    return {"kube_config": kube_config(**kube_config_args), "namespace": REMOTE_NAMESPACE}

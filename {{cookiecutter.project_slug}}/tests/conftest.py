@@ -1,0 +1,6 @@
+"""Put the project root on sys.path so tests import `include` and `scripts` as the DAGs do."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -1,0 +1,112 @@
+"""The pieces that must agree do agree: manifests, connection, DAGs and the Role's rules.
+
+These run without a cluster: they read the files this project deploys and the DAGs as
+Airflow parses them.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from airflow.dag_processing.dagbag import DagBag
+
+from include import remote_cluster as rc
+
+PROJECT = Path(__file__).resolve().parent.parent
+KPO = "KubernetesPodOperator"
+
+
+def manifests() -> dict[str, dict]:
+    return {p.stem: yaml.safe_load(p.read_text()) for p in sorted((PROJECT / "k8s").glob("*.yaml"))}
+
+
+def settings() -> dict:
+    return yaml.safe_load((PROJECT / "airflow_settings.yaml").read_text())["airflow"]
+
+
+@pytest.fixture(scope="module")
+def pod_tasks():
+    bag = DagBag(dag_folder=str(PROJECT / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    return [t for d in bag.dags.values() for t in d.tasks if t.task_type == KPO]
+
+
+def test_every_manifest_targets_the_project_namespace():
+    for name, doc in manifests().items():
+        namespace = doc["metadata"]["name"] if doc["kind"] == "Namespace" else doc["metadata"]["namespace"]
+        assert namespace == rc.REMOTE_NAMESPACE, name
+
+
+def test_role_grants_exactly_the_required_permissions():
+    granted = {
+        (verb, *(resource.split("/", 1) + [""])[:2])
+        for rule in manifests()["role"]["rules"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert all(rule["apiGroups"] == [""] for rule in manifests()["role"]["rules"])
+    assert granted == set(rc.REQUIRED_PERMISSIONS)
+
+
+def test_rolebinding_binds_that_role():
+    role, binding = manifests()["role"], manifests()["rolebinding"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+
+
+def test_connection_is_the_one_the_dags_use():
+    connections = [c for c in settings()["connections"] if c["conn_id"] == rc.KUBERNETES_CONN_ID]
+    assert len(connections) == 1
+    extra = connections[0]["conn_extra"]
+    assert connections[0]["conn_type"] == "kubernetes"
+    assert extra["namespace"] == rc.REMOTE_NAMESPACE
+    assert extra["kube_config"]["contexts"][0]["context"]["namespace"] == rc.REMOTE_NAMESPACE
+    assert extra["kube_config"] == rc.kube_config(**server_and_ca(extra["kube_config"]))
+
+
+def server_and_ca(kube_config: dict) -> dict:
+    cluster = kube_config["clusters"][0]["cluster"]
+    user = kube_config["users"][0]["user"]
+    found = {"server": cluster["server"], "ca_data": cluster.get("certificate-authority-data", "")}
+    return found if "exec" in user else {**found, "token": user.get("token", "")}
+
+
+def test_pool_exists_locally_with_the_dags_name():
+    pools = {p["pool_name"]: p["pool_slot"] for p in settings()["pools"]}
+    assert pools[rc.REMOTE_POOL] == rc.REMOTE_POOL_SLOTS
+
+
+def test_pod_tasks_use_the_remote_cluster(pod_tasks):
+    assert pod_tasks
+    for t in pod_tasks:
+        assert t.kubernetes_conn_id == rc.KUBERNETES_CONN_ID
+        assert t.namespace == rc.REMOTE_NAMESPACE
+        assert t.in_cluster is False
+        assert t.deferrable is True
+        assert t.pool == rc.REMOTE_POOL
+        assert t.do_xcom_push is rc.XCOM_ENABLED
+        assert t.on_finish_action.value == "delete_pod"
+        assert t.startup_timeout_seconds >= 600, "GPU node scale-up takes minutes"
+
+
+def test_exec_plugin_is_in_the_image():
+    dockerfile = (PROJECT / "Dockerfile").read_text()
+    if rc.EXEC_PLUGIN is None:
+        return
+    command = rc.EXEC_PLUGIN["command"]
+    if command == "python":  # EKS: the script ships in include/, boto3 in requirements.txt
+        assert (PROJECT / rc.EXEC_PLUGIN["args"][0].removeprefix("/usr/local/airflow/")).is_file()
+        assert "apache-airflow-providers-amazon" in (PROJECT / "requirements.txt").read_text()
+    else:
+        assert re.search(rf"COPY --from=\S+ \S*/{command} /usr/local/bin/{command}", dockerfile)
+
+
+def test_connection_env_form_matches(tmp_path, monkeypatch):
+    import scripts.write_connection as wc
+
+    extra = rc.connection_extra(server="https://203.0.113.10", ca_data="Q0E=")
+    line = wc.connection_env(extra).splitlines()[-1]
+    name, _, value = line.partition("=")
+    assert name == f"AIRFLOW_CONN_{rc.KUBERNETES_CONN_ID.upper()}"
+    assert json.loads(value.strip("'")) == {"conn_type": "kubernetes", "extra": extra}
