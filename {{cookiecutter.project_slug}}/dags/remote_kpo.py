@@ -88,7 +88,7 @@ def remote_kpo():
         log_events_on_failure=True,
         on_finish_action="delete_pod",
         on_kill_action="delete_pod",
-        reattach_on_restart=True,
+        durable=True,  # a restarted worker reattaches to the running pod instead of starting another
         startup_timeout_seconds=NODE_SCALE_UP_TIMEOUT_SECONDS,
         schedule_timeout_seconds=NODE_SCALE_UP_TIMEOUT_SECONDS,
         execution_timeout=timedelta(hours=1),

@@ -1,0 +1,111 @@
+"""The hooks: every class of bad input is refused with one line and leaves nothing on disk."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CONFIG, ROOT, check_keys
+
+COOKIECUTTER = Path(sys.executable).parent / "cookiecutter"
+
+
+def load_hook(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "hooks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # valid Python before rendering: Jinja only in a string
+    return module
+
+
+PRE = load_hook("pre_gen_project")
+POST = load_hook("post_gen_project")
+GUID_A = "0f0e0d0c-0b0a-4909-8807-060504030201"
+
+# field, bad value, cloud (for fields whose rule depends on it)
+BAD = [
+    ("project_name", "", "aws"),
+    ("project_name", "x" * 60, "aws"),
+    ("project_name", "1st project", "aws"),
+    ("project_name", 'evil"; touch /tmp/x', "aws"),
+    ("project_slug", "../escape", "aws"),
+    ("project_slug", "Has-Caps", "aws"),
+    ("namespace", "Airflow", "aws"),
+    ("namespace", "kube-system", "aws"),
+    ("namespace", "default", "aws"),
+    ("namespace", "a" * 64, "aws"),
+    ("namespace", "-lead", "aws"),
+    ("kubernetes_conn_id", "k8s-conn", "aws"),
+    ("kubernetes_conn_id", "{{ 7*7 }}", "aws"),
+    ("cluster_name", "$(id)", "aws"),
+    ("cluster_name", "Upper", "gcp"),
+    ("cluster_name", "x" * 41, "gcp"),
+    ("aws_account_id", "12345678901", "aws"),
+    ("aws_account_id", "1234-5678-9012", "aws"),
+    ("aws_region", "useast1", "aws"),
+    ("aws_astro_workload_identity_arn", "arn:aws:iam::123:role/x", "aws"),
+    ("aws_astro_workload_identity_arn", "arn:aws:iam::111122223333:user/bob", "aws"),
+    ("gcp_project_id", "Proj", "gcp"),
+    ("gcp_location", "us central1", "gcp"),
+    ("gcp_service_account_email", "someone@gmail.com", "gcp"),
+    ("azure_tenant_id", "not-a-guid", "azure"),
+    ("azure_identity_client_id", GUID_A.upper(), "azure"),
+    ("azure_resource_group", "rg.", "azure"),
+]
+
+
+def answers(**overrides) -> dict:
+    base = {k: v for k, v in CONFIG.items() if not k.startswith("_")}
+    base["cloud"] = "aws"
+    base["project_slug"] = "remote_kpo"
+    return base | overrides
+
+
+@pytest.mark.parametrize("field,value,cloud", BAD, ids=[f"{f}-{i}" for i, (f, _, _) in enumerate(BAD)])
+def test_validator_names_the_field(field, value, cloud):
+    error = PRE.check_fields(answers(cloud=cloud, **{field: value}))
+    assert error and error.startswith(f"ERROR: {field}: ") and "e.g. " in error
+    assert "\n" not in error
+
+
+def test_defaults_pass_for_every_cloud():
+    for cloud in CONFIG["cloud"]:
+        assert PRE.main(answers(cloud=cloud)) == 0
+
+
+@pytest.mark.parametrize("overrides,field", [
+    ({"aws_region": "us-gov-west-1"}, "aws_astro_workload_identity_arn"),
+    ({"cloud": "azure", "azure_identity_object_id": CONFIG["azure_identity_client_id"]}, "azure_identity_object_id"),
+], ids=["aws-partition-mismatch", "azure-client-equals-object-id"])
+def test_combinations_are_checked(overrides, field):
+    error = PRE.check_fields(answers(**overrides)) or PRE.check_combinations(answers(**overrides))
+    assert error and error.startswith(f"ERROR: {field}: ")
+
+
+def bake_cli(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
+    args = [f"{k}={v}" for k, v in check_keys(extra).items()]
+    return subprocess.run([str(COOKIECUTTER), "--no-input", "--output-dir", str(tmp_path / "out"), str(ROOT), *args],
+                          capture_output=True, text=True, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("field,value,cloud", BAD[::3], ids=[f"{f}-{i}" for i, (f, _, _) in enumerate(BAD[::3])])
+def test_real_cookiecutter_refuses_and_leaves_nothing(tmp_path, field, value, cloud):
+    done = bake_cli(tmp_path, cloud=cloud, **{field: value})
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"ERROR: {field}: "), done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not leftovers and not any((tmp_path / "out").glob("*")), leftovers
+    assert not (tmp_path.parent / "escape").exists()
+
+
+def test_prune_map_keeps_shared_paths():
+    clouds = CONFIG["_clouds"]
+    assert "docker-compose.override.yml" not in POST.paths_to_prune(clouds, "aws")
+    assert "docker-compose.override.yml" in POST.paths_to_prune(clouds, "azure")
+    assert "aws" in POST.paths_to_prune(clouds, "gcp")
+    for cloud in clouds:
+        assert not POST.paths_to_prune(clouds, cloud) & set(clouds[cloud]["paths"])
