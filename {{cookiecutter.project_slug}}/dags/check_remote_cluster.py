@@ -66,11 +66,11 @@ def check_remote_cluster():
     def report(*findings: str) -> None:
         names = ("connection", "credentials", "api server", "permissions")
         print(f"Remote cluster {CLUSTER_NAME} via connection {KUBERNETES_CONN_ID}: ready")
-        for name, finding in zip(names, findings):
+        for name, finding in zip(names, findings, strict=True):
             print(f"  [ok] {name:<12} {finding}")
 
     steps = [connection(), credentials(), api_server(), permissions()]
-    for before, after in zip(steps, steps[1:]):
+    for before, after in zip(steps, steps[1:], strict=False):
         before >> after
     report(*steps)
 

@@ -4,7 +4,8 @@ The pod runs in its own namespace with the least-privilege Role from k8s/. The t
 deferrable: the worker slot is freed while the pod runs and the triggerer (same image,
 same exec plugin) watches it. Logs stream into the task log, the pod is deleted when it
 finishes, and the timeouts leave room for a GPU node group scaling up from zero.
-{%- if cookiecutter.xcom %} The pod's /airflow/xcom/return.json becomes the task's XCom.{% endif %}
+{%- if cookiecutter.xcom %}
+The pod's /airflow/xcom/return.json becomes the task's XCom.{% endif %}
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ resources = k8s.V1ResourceRequirements(
     doc_md=__doc__,
 )
 def remote_kpo():
-    {% if cookiecutter.xcom %}hello = {% endif %}KubernetesPodOperator(
+    {% if cookiecutter.xcom %}hello_remote = {% endif %}KubernetesPodOperator(
         task_id="hello_remote",
         kubernetes_conn_id=KUBERNETES_CONN_ID,
         in_cluster=False,  # explicit: the async hook mishandles None
@@ -101,7 +102,7 @@ def remote_kpo():
     def use_result(result: dict) -> None:
         print(f"the remote pod ran on {result['node']} with Python {result['python']}")
 
-    use_result(hello.output)
+    use_result(hello_remote.output)
 {%- endif %}
 
 

@@ -68,10 +68,14 @@ def check_credentials(extra: dict) -> str:
         done = subprocess.run([plugin["command"], *plugin.get("args", [])], env=env,
                               capture_output=True, text=True, timeout=120, check=False)
     except subprocess.TimeoutExpired:
-        raise PreflightError(f"{plugin['command']} did not answer within 120 s (network to the cloud's token service?)") from None
+        raise PreflightError(
+            f"{plugin['command']} did not answer within 120 s (network to the cloud's token service?)"
+        ) from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise PreflightError(f"{plugin['command']} could not make a token: {last} (check the cloud credentials; README, local development)")
+        raise PreflightError(
+            f"{plugin['command']} could not make a token: {last} (check the cloud credentials; README, Run locally)"
+        )
     status = json.loads(done.stdout).get("status", {})
     if not status.get("token"):
         raise PreflightError(f"{plugin['command']} printed no token")
@@ -86,8 +90,8 @@ def describe_token(token: str) -> str:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError):
         return "static bearer token (not a JWT; expiry unknown)"
-    expires = dt.datetime.fromtimestamp(claims.get("exp", 0), tz=dt.timezone.utc)
-    left = expires - dt.datetime.now(dt.timezone.utc)
+    expires = dt.datetime.fromtimestamp(claims.get("exp", 0), tz=dt.UTC)
+    left = expires - dt.datetime.now(dt.UTC)
     if left.total_seconds() <= 0:
         raise PreflightError(f"the ServiceAccount token expired at {expires:%Y-%m-%d %H:%M} UTC: {FIX_IDENTITY}")
     return f"ServiceAccount token valid until {expires:%Y-%m-%d %H:%M} UTC ({left.total_seconds() / 3600:.1f} h left)"
@@ -104,10 +108,14 @@ def check_api_server(api_client) -> str:
             raise PreflightError(f"the API server rejected the token (401): {FIX_IDENTITY}") from None
         raise PreflightError(f"the API server answered {err.status} {err.reason}") from None
     except Exception as err:  # noqa: BLE001 - urllib3/ssl errors: say which piece
-        hint = "wrong CA" if "CERTIFICATE" in str(err).upper() else "endpoint not reachable from here (private endpoint, firewall or authorized IP ranges?)"
+        hint = (
+            "wrong CA" if "CERTIFICATE" in str(err).upper()
+            else "endpoint not reachable from here (private endpoint, firewall or authorized IP ranges?)"
+        )
         raise PreflightError(f"cannot reach the API server: {hint}: {err.__class__.__name__}") from None
     try:
-        review = AuthenticationV1Api(api_client).create_self_subject_review({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        review = AuthenticationV1Api(api_client).create_self_subject_review(body)
         who = review.status.user_info
         identity = f"{who.username} groups={','.join(who.groups or [])}"
     except ApiException:

@@ -24,7 +24,6 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -78,6 +77,8 @@ def endpoint_from_cloud(output: dict) -> tuple[str, str]:
     {%- elif cookiecutter.cloud == "azure" %}
     # `az aks show` has the FQDN but not the CA; the CA comes from a kubeconfig written to a
     # private temporary file (the AKS user kubeconfig holds no secret with Entra ID).
+    import tempfile
+
     fqdn = output.get("privateFqdn") or output["fqdn"]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "kubeconfig"
@@ -122,7 +123,7 @@ def endpoint_from_kubeconfig(kubeconfig: str | None, context: str | None) -> tup
 
 
 def short_lived_token(kubeconfig: str | None, context: str | None, duration: str) -> str:
-    return run(kubectl(kubeconfig, context, "create", "token", rc.__dict__.get("SERVICE_ACCOUNT", ""),
+    return run(kubectl(kubeconfig, context, "create", "token", getattr(rc, "SERVICE_ACCOUNT", ""),
                        "--namespace", rc.REMOTE_NAMESPACE, "--duration", duration)).strip()
 
 

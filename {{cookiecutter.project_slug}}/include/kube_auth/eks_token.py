@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - the client shows this one line to the user
         print(f"eks_token: cannot make a token for {args.cluster_name}: {err}", file=sys.stderr)
         return 1
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     print(json.dumps(exec_credential(token, now)))
     return 0
 
