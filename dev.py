@@ -71,7 +71,7 @@ def lock(_: list[str]) -> int:
 COMMANDS = {"render": render, "test": test, "lock": lock}
 
 if __name__ == "__main__":
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - runs under whatever python3 the user has
         sys.exit("dev.py: needs Python 3.11 or newer")
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         sys.exit(__doc__)

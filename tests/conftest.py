@@ -24,7 +24,7 @@ def choices(key: str) -> list:
 
 # Every option that changes the output: the cloud choice and the xcom switch.
 MATRIX_KEYS = ("cloud", "xcom")
-MATRIX = [dict(zip(MATRIX_KEYS, combo)) for combo in itertools.product(*(choices(k) for k in MATRIX_KEYS))]
+MATRIX = [dict(zip(MATRIX_KEYS, combo, strict=True)) for combo in itertools.product(*(choices(k) for k in MATRIX_KEYS))]
 
 
 def case_id(answers: dict) -> str:

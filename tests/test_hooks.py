@@ -109,3 +109,10 @@ def test_prune_map_keeps_shared_paths():
     assert "aws" in POST.paths_to_prune(clouds, "gcp")
     for cloud in clouds:
         assert not POST.paths_to_prune(clouds, cloud) & set(clouds[cloud]["paths"])
+
+
+def test_template_code_passes_ruff():
+    paths = [ROOT / p for p in ("hooks", "tests", "dev.py", "local_extensions.py")]
+    done = subprocess.run([str(COOKIECUTTER.parent / "ruff"), "check", "--no-cache", *map(str, paths)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout
