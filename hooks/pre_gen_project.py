@@ -89,7 +89,11 @@ CLUSTER_NAME: dict[str, Rule] = {
         r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", "an EKS cluster name (letters, digits, '-', '_', at most 100)", "gpu-cluster"
     ),
     "gcp": Rule(r"[a-z](?:[-a-z0-9]{0,38}[a-z0-9])?", "a GKE cluster name (lowercase, digits, '-', at most 40)", "gpu-cluster"),
-    "azure": Rule(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?", "an AKS cluster name (letters, digits, '-', '_', at most 63)", "gpu-cluster"),
+    "azure": Rule(
+        r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?",
+        "an AKS cluster name (letters, digits, '-', '_', at most 63)",
+        "gpu-cluster",
+    ),
     "generic": Rule(DNS_LABEL, "a DNS-1123 label", "gpu-cluster"),
 }
 
