@@ -112,7 +112,7 @@ def test_prune_map_keeps_shared_paths():
 
 
 def test_template_code_passes_ruff():
-    paths = [ROOT / p for p in ("hooks", "tests", "dev.py", "local_extensions.py")]
+    paths = [ROOT / p for p in ("hooks", "tests", "benchmarks", "dev.py", "local_extensions.py")]
     done = subprocess.run([str(COOKIECUTTER.parent / "ruff"), "check", "--no-cache", *map(str, paths)],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout
