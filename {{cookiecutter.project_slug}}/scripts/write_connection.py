@@ -122,9 +122,10 @@ def endpoint_from_kubeconfig(kubeconfig: str | None, context: str | None) -> tup
     return cluster["server"], cluster["certificate-authority-data"]
 
 
-def short_lived_token(kubeconfig: str | None, context: str | None, duration: str) -> str:
-    return run(kubectl(kubeconfig, context, "create", "token", getattr(rc, "SERVICE_ACCOUNT", ""),
-                       "--namespace", rc.REMOTE_NAMESPACE, "--duration", duration)).strip()
+def token_command(kubeconfig: str | None, context: str | None, duration: str) -> list[str]:
+    """Generic clusters: a short-lived token for the runner ServiceAccount (no Secret involved)."""
+    return kubectl(kubeconfig, context, "create", "token", getattr(rc, "SERVICE_ACCOUNT", ""),
+                   "--namespace", rc.REMOTE_NAMESPACE, "--duration", duration)
 
 
 def settings_block(extra: dict) -> str:
@@ -176,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     planned = [kubectl(args.kubeconfig, args.context, "config", "view", "--raw", "--minify")
                if from_kubeconfig else cloud_command()]
     if rc.EXEC_PLUGIN is None:
-        planned.append(kubectl(args.kubeconfig, args.context, "create", "token", "...",
-                               "--duration", args.token_duration))
+        planned.append(token_command(args.kubeconfig, args.context, args.token_duration))
     if args.dry_run:
         for cmd in planned:
             print("would run:", shlex.join(cmd))
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         server, ca_data = endpoint_from_kubeconfig(args.kubeconfig, args.context)
     else:
         server, ca_data = endpoint_from_cloud(json.loads(run(cloud_command())))
-    token = "" if rc.EXEC_PLUGIN else short_lived_token(args.kubeconfig, args.context, args.token_duration)
+    token = "" if rc.EXEC_PLUGIN else run(token_command(args.kubeconfig, args.context, args.token_duration)).strip()
     extra = rc.connection_extra(server=server, ca_data=ca_data, token=token)
     write_settings(extra)
     write_private(CONNECTION_ENV, connection_env(extra))
