@@ -142,3 +142,14 @@ def test_aws_trust_policy_names_only_the_workload_identity(render):
     assert statement["Principal"] == {"AWS": project.answers["aws_astro_workload_identity_arn"]}
     assert statement["Action"] == "sts:AssumeRole" and statement["Effect"] == "Allow"
     assert not list(project.path.glob("aws/*permission*")), "the runner role needs no permission policy"
+
+
+def test_every_template_file_is_committed():
+    """A nested .gitignore in the template once hid its own .env from git; CI then lacked it."""
+    root = Path(__file__).resolve().parent.parent
+    listed = subprocess.run(["git", "ls-files", "--others", "--ignored", "--exclude-standard", "--",
+                             "{{cookiecutter.project_slug}}"], cwd=root, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    hidden = [p for p in listed.stdout.splitlines() if "__pycache__" not in p]
+    assert not hidden, f"template files git ignores: {hidden}"
