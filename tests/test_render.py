@@ -153,3 +153,12 @@ def test_every_template_file_is_committed():
         pytest.skip("not a git checkout")
     hidden = [p for p in listed.stdout.splitlines() if "__pycache__" not in p]
     assert not hidden, f"template files git ignores: {hidden}"
+
+
+def test_every_prompt_has_help_and_a_readme_row():
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    asked = [k for k in CONFIG if not k.startswith("_")]
+    for key in asked:
+        assert key in CONFIG["__prompts__"], f"{key} has no prompt help"
+        assert re.search(rf"^\| `{key}` \|", readme, re.M), f"{key} has no row in the README prompt table"
