@@ -114,12 +114,6 @@ def test_role_has_exec_only_with_xcom(project):
     assert all("*" not in rule["verbs"] and "watch" not in rule["verbs"] for rule in role["rules"])
 
 
-def test_credentials_stay_out_of_git_and_image(project):
-    for ignore in (".gitignore", ".dockerignore"):
-        lines = set((project.path / ignore).read_text().splitlines())
-        assert {".env", "airflow_settings.yaml", "connection.env", "*.kubeconfig", "*.token"} <= lines, ignore
-
-
 def test_eksctl_cluster_config_matches_schema(render):
     jsonschema = pytest.importorskip("jsonschema")
     schema_path = SHARED_SCHEMAS / "eksctl-clusterconfig-v1alpha5.schema.json"
