@@ -1,4 +1,10 @@
-"""Jinja extension that checks the answers as soon as they are all given.
+"""Jinja extension: answers are data, never templates, and are checked as soon as given.
+
+cookiecutter renders every answer given with --no-input (command line, replay, API) as a
+Jinja template, so an answer like ``{{ ''.__class__ }}`` would run before any check.
+``preprocess`` lets through only the template sources this repository wrote (cookiecutter.json
+values, hook files, file and folder names) and turns any other source with template syntax
+into a literal, which the field rules then refuse like any bad answer.
 
 cookiecutter prints a traceback when a hook fails, so the one-line refusal happens here,
 before cookiecutter creates anything: the last private variable of cookiecutter.json
@@ -14,6 +20,35 @@ import sys
 from pathlib import Path
 
 from jinja2.ext import Extension
+
+ROOT = Path(__file__).resolve().parent
+TEMPLATE_DIR = ROOT / "{{cookiecutter.project_slug}}"
+SYNTAX = ("{{", "{%", "{#")
+
+
+def _strings(value) -> set[str]:
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return set().union(*map(_strings, value.values()), set())
+    if isinstance(value, list):
+        return set().union(*map(_strings, value), set())
+    return set()
+
+
+def _our_sources() -> set[str]:
+    import json
+
+    sources = _strings(json.loads((ROOT / "cookiecutter.json").read_text()))
+    sources |= {p.read_text() for p in (ROOT / "hooks").glob("*.py")}
+    return sources
+
+
+def _is_our_path(source: str) -> bool:
+    try:
+        return (ROOT / source).exists() or (TEMPLATE_DIR / source).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _rules():
@@ -36,3 +71,12 @@ class AnswerValidation(Extension):
     def __init__(self, environment):
         super().__init__(environment)
         environment.filters["refuse_bad_answers"] = refuse_bad_answers
+        self.ours = _our_sources()
+        self.literals: dict[str, str] = {}
+
+    def preprocess(self, source, name, filename=None):
+        if name is not None or not any(s in source for s in SYNTAX) or source in self.ours or _is_our_path(source):
+            return source
+        key = self.literals.setdefault(source, f"_kpo_literal_{len(self.literals)}")
+        self.environment.globals[key] = source
+        return "{{ " + key + " }}"

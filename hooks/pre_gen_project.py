@@ -30,8 +30,8 @@ DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 
 RULES: dict[str, Rule] = {
     "project_name": Rule(
-        r"[A-Za-z][A-Za-z0-9 _-]{0,48}",
-        "letters, digits, spaces, '-' and '_', starting with a letter, at most 49 characters",
+        r"[A-Za-z][A-Za-z0-9 _-]{0,39}",
+        "letters, digits, spaces, '-' and '_', starting with a letter, at most 40 characters",
         "GPU Training",
     ),
     "project_slug": Rule(
