@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 from conftest import airflow_env
 
 INSPECT = r"""
@@ -58,30 +57,3 @@ def test_rendered_project_tests_pass(project, tmp_path):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     summary = done.stdout.strip().splitlines()[-1]
     assert " passed" in summary and " failed" not in summary, summary
-
-
-@pytest.mark.parametrize("cloud", ["aws"])
-def test_eks_token_plugin_makes_a_real_presigned_token(render, cloud, tmp_path, monkeypatch):
-    """The rendered exec plugin, run for real with fake credentials and no role to assume."""
-    import base64
-    from urllib.parse import parse_qs, urlparse
-
-    project = render({"cloud": cloud, "xcom": True})
-    env = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret", "KPO_EKS_ROLE_ARN": "",
-           "PATH": "/usr/bin:/bin", "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-           "KUBERNETES_EXEC_INFO": json.dumps({"apiVersion": "client.authentication.k8s.io/v1"})}
-    done = subprocess.run([sys.executable, str(project.path / "include/kube_auth/eks_token.py"),
-                           "--cluster-name", "gpu-cluster", "--region", "eu-west-1", "--role-arn", "arn:aws:iam::1:role/x"],
-                          capture_output=True, text=True, env=env, timeout=60)
-    assert done.returncode == 0, done.stderr
-    credential = json.loads(done.stdout)
-    assert credential["apiVersion"] == "client.authentication.k8s.io/v1"
-    token = credential["status"]["token"]
-    assert token.startswith("k8s-aws-v1.")
-    url = base64.urlsafe_b64decode(token[len("k8s-aws-v1."):] + "==").decode()
-    parsed = urlparse(url)
-    query = parse_qs(parsed.query)
-    assert parsed.netloc == "sts.eu-west-1.amazonaws.com"
-    assert query["Action"] == ["GetCallerIdentity"]
-    assert "x-k8s-aws-id" in query["X-Amz-SignedHeaders"][0].split(";")
-    assert query["X-Amz-Credential"][0].startswith("AKIAEXAMPLE/")

@@ -135,6 +135,11 @@ def test_aws_trust_policy_names_only_the_workload_identity(render):
     (statement,) = policy["Statement"]
     assert statement["Principal"] == {"AWS": project.answers["aws_astro_workload_identity_arn"]}
     assert statement["Action"] == "sts:AssumeRole" and statement["Effect"] == "Allow"
+    # The one condition AWS offers a cross-account trust that the token plugin can meet: ExternalId.
+    external_id = statement["Condition"]["StringEquals"]["sts:ExternalId"]
+    settings = yaml.safe_load((project.path / "airflow_settings.yaml").read_text())["airflow"]
+    args = settings["connections"][0]["conn_extra"]["kube_config"]["users"][0]["user"]["exec"]["args"]
+    assert args[args.index("--external-id") + 1] == external_id
     assert not list(project.path.glob("aws/*permission*")), "the runner role needs no permission policy"
 
 

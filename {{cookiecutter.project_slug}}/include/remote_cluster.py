@@ -37,6 +37,8 @@ PLACEHOLDER_SERVER = "https://cluster-endpoint.example.invalid"
 # EKS: include/kube_auth/eks_token.py assumes the runner role and presigns an STS call.
 AWS_REGION = {{ c.aws_region | tojson }}
 RUNNER_ROLE_ARN = {{ c.__aws_role_arn | tojson }}
+# Required by the role's trust policy (aws/trust-policy.json); not a secret.
+RUNNER_EXTERNAL_ID = {{ c.__aws_external_id | tojson }}
 EXEC_PLUGIN: dict | None = {
     "apiVersion": "client.authentication.k8s.io/v1beta1",
     "command": "python",
@@ -45,6 +47,7 @@ EXEC_PLUGIN: dict | None = {
         "--cluster-name", CLUSTER_NAME,
         "--region", AWS_REGION,
         "--role-arn", RUNNER_ROLE_ARN,
+        "--external-id", RUNNER_EXTERNAL_ID,
     ],
     "interactiveMode": "Never",
 }

@@ -31,18 +31,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cluster-name", required=True)
     parser.add_argument("--region", required=True)
     parser.add_argument("--role-arn", default="")
+    parser.add_argument("--external-id", default="", help="the sts:ExternalId the role's trust policy requires")
     parser.add_argument("--session-name", default="airflow-remote-kpo")
     return parser.parse_args(argv)
 
 
-def session_for(region: str, role_arn: str, session_name: str):
+def session_for(region: str, role_arn: str, session_name: str, external_id: str = ""):
     import boto3  # imported late so --help works without boto3
 
     session = boto3.Session(region_name=region)
     if not role_arn:
         return session
     sts = session.client("sts", region_name=region, endpoint_url=sts_endpoint(region))
-    creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name, DurationSeconds=900)
+    extra = {"ExternalId": external_id} if external_id else {}
+    creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name, DurationSeconds=900, **extra)
     creds = creds["Credentials"]
     return boto3.Session(
         aws_access_key_id=creds["AccessKeyId"],
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     role_arn = os.environ.get("KPO_EKS_ROLE_ARN", args.role_arn)
     try:
-        session = session_for(args.region, role_arn, args.session_name)
+        session = session_for(args.region, role_arn, args.session_name, args.external_id)
         token = presigned_token(session, args.cluster_name, args.region)
     except Exception as err:  # noqa: BLE001 - the client shows this one line to the user
         print(f"eks_token: cannot make a token for {args.cluster_name}: {err}", file=sys.stderr)
