@@ -25,7 +25,20 @@ def bin_of(env: Path, name: str) -> str:
 
 
 def ensure_env(env: Path, lock: Path) -> None:
-    """Create or refresh a virtualenv so it holds exactly the lock file's pinned, hashed set."""
+    """Create or refresh a virtualenv so it holds exactly the lock file's pinned, hashed set.
+
+    Safe to call from parallel test workers: they wait on a lock file and the first one builds.
+    """
+    env.parent.mkdir(parents=True, exist_ok=True)
+    with open(env.parent / f".{env.name}.lock", "w") as guard:
+        if os.name != "nt":
+            import fcntl
+
+            fcntl.flock(guard, fcntl.LOCK_EX)
+        _ensure_env(env, lock)
+
+
+def _ensure_env(env: Path, lock: Path) -> None:
     stamp = env / ".lock-sha256"
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
@@ -55,6 +68,7 @@ def render(args: list[str]) -> int:
 def test(args: list[str]) -> int:
     env = ROOT / ".venv"
     ensure_env(env, REQ / "test.lock")
+    ensure_env(ROOT / ".venv-checkov", REQ / "checkov.lock")  # checkov pins an old boto3: its own env
     return subprocess.run([bin_of(env, "python"), "-m", "pytest", *args], cwd=ROOT).returncode
 
 
