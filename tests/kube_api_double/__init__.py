@@ -1,0 +1,34 @@
+"""A TEST DOUBLE of a Kubernetes API server, for the end-to-end tests. Not a Kubernetes.
+
+No API server can be installed on the machines these tests run on, so this module serves the
+part of the Kubernetes API that KubernetesPodOperator and the preflight DAG use, with the
+semantics that matter for them, and nothing else:
+
+- HTTPS on 127.0.0.1 with a CA it generates: clients verify TLS against the CA data in the
+  rendered connection (no ``disable_verify_ssl``).
+- Authentication as real clusters do it, where the tokens can be made here: EKS
+  ``k8s-aws-v1.`` tokens are decoded and their SigV4 presigned STS GetCallerIdentity URL is
+  verified (regional host, signed ``x-k8s-aws-id`` header equal to the cluster name, age under
+  the limit) against a table of fake AWS credentials, the way STS would; the assumed role is
+  mapped through an access-entry table to Kubernetes groups. ServiceAccount tokens are
+  HMAC-signed JWTs with an expiry. Anything else is a 401 Status.
+- Authorization with Kubernetes RBAC semantics from the rendered Role/RoleBinding (API group,
+  resource/subresource, verb, namespace); a denial is a 403 Status naming the request.
+- Pods: create, get, list (label selectors), patch (labels), delete; a phase progression
+  Pending -> Running -> Succeeded/Failed. The container "runs" by executing the pod's
+  ``python -c`` script locally with ``/airflow/xcom`` redirected to a temporary folder (this is
+  the simulated part: no container, no image pull); its stdout becomes the pod log.
+- pods/log (follow, timestamps, sinceSeconds/sinceTime, tailLines), events list,
+  SelfSubjectAccessReview, SelfSubjectReview, /version, and pods/exec over a WebSocket
+  (v4/v5.channel.k8s.io) for the XCom sidecar, authorizing get and create as Kubernetes >= 1.30 does.
+- Fault injection per test: token age limit (expiry), revoking tokens (401 while the plugin
+  still thinks them valid), bursts of 5xx/429, dropped connections and slow responses.
+
+Every request is recorded (method, path, verb, identity, status) for assertions.
+"""
+
+from __future__ import annotations
+
+from .server import ApiDouble, Fault
+
+__all__ = ["ApiDouble", "Fault"]
