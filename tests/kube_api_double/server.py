@@ -1,0 +1,521 @@
+"""The HTTPS server, the pod simulation and fault injection of the API double.
+
+See the package docstring for what is real and what is simulated.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import hashlib
+import json
+import re
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+from .auth import EKS_PREFIX, EksAuthenticator, Identity, Rbac, ServiceAccountTokens, Unauthorized
+from .tls import make_ca_and_server_cert
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+XCOM_SIDECAR = "airflow-xcom-sidecar"
+EMPTY_XCOM = "__airflow_xcom_result_empty__"
+POD_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<resource>pods|events)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$")
+
+
+def now_iso(t: float | None = None, nanos: bool = False) -> str:
+    moment = dt.datetime.fromtimestamp(time.time() if t is None else t, tz=dt.UTC)
+    if nanos:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Fault:
+    """Misbehaviour for the next requests that match: statuses to answer instead (5xx/429),
+    connections to drop without an answer, and a delay before answering."""
+
+    statuses: list[int] = field(default_factory=list)
+    drops: int = 0
+    delay: float = 0.0
+    methods: tuple[str, ...] = ("GET", "POST", "PATCH", "DELETE")
+    path_contains: str = "/pods"
+
+
+@dataclass
+class SimPod:
+    body: dict
+    created: float
+    logs: list[tuple[float, str]] = field(default_factory=list)
+    base_done: threading.Event = field(default_factory=threading.Event)
+    sidecar_killed: threading.Event = field(default_factory=threading.Event)
+    deleted: bool = False
+    xcom: str | None = None
+
+
+class ApiDouble:
+    """Start with ``ApiDouble(namespace, manifests=[...]).start()``; see the package docstring."""
+
+    def __init__(self, namespace: str, roles: list[dict], bindings: list[dict], *, eks: EksAuthenticator | None = None,
+                 pending_seconds: float = 0.3, extra_run_seconds: float = 0.0):
+        self.namespace = namespace
+        self.rbac = Rbac(roles, bindings)
+        self.eks = eks
+        self.sa_tokens = ServiceAccountTokens()
+        self.pending_seconds = pending_seconds
+        self.extra_run_seconds = extra_run_seconds
+        self.revoked_before = 0.0
+        self.pods: dict[str, SimPod] = {}
+        self.created_pods: list[dict] = []
+        self.requests: list[dict] = []
+        self.faults: list[Fault] = []
+        self.lock = threading.RLock()
+        self._tmp = tempfile.TemporaryDirectory(prefix="kube-api-double-")
+        self.ca_data, cert, key = make_ca_and_server_cert(Path(self._tmp.name))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.httpd.double = self  # type: ignore[attr-defined]
+        self.url = f"https://127.0.0.1:{self.httpd.server_port}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> ApiDouble:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True, name="kube-api-double").start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> ApiDouble:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- identity ----------------------------------------------------------------------------
+    def authenticate(self, header: str | None) -> Identity:
+        if not header or not header.startswith("Bearer "):
+            raise Unauthorized("no bearer token")
+        token = header[len("Bearer "):].strip()
+        if token.startswith(EKS_PREFIX):
+            if self.eks is None:
+                raise Unauthorized("this cluster does not accept EKS tokens")
+            identity = self.eks.authenticate(token)
+            signed = re.search(r"X-Amz-Date=(\d{8}T\d{6}Z)", base64.urlsafe_b64decode(
+                token[len(EKS_PREFIX):] + "==").decode()).group(1)
+            issued = dt.datetime.strptime(signed, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC).timestamp()
+        else:
+            identity = self.sa_tokens.authenticate(token)
+            claims = token.split(".")[1]
+            issued = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["iat"]
+        if issued < self.revoked_before:
+            raise Unauthorized("token revoked")
+        return identity
+
+    def revoke_tokens(self) -> None:
+        """Every token made before now gets 401 although its plugin still thinks it valid."""
+        self.revoked_before = time.time() + 1
+
+    # -- pods --------------------------------------------------------------------------------
+    def live_pods(self) -> list[dict]:
+        with self.lock:
+            return [copy.deepcopy(p.body) for p in self.pods.values() if not p.deleted]
+
+    def pod_log_lines(self, name: str) -> list[str]:
+        return [line for _, line in self.pods[name].logs]
+
+    def create_pod(self, namespace: str, body: dict) -> dict:
+        meta = body.setdefault("metadata", {})
+        if not meta.get("name"):
+            meta["name"] = meta.get("generateName", "pod-") + uuid.uuid4().hex[:5]
+        with self.lock:
+            if meta["name"] in self.pods and not self.pods[meta["name"]].deleted:
+                raise KeyError(meta["name"])
+            meta.update(namespace=namespace, uid=str(uuid.uuid4()), resourceVersion=str(len(self.requests)),
+                        creationTimestamp=now_iso())
+            body["status"] = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False"}]}
+            pod = SimPod(body=body, created=time.time())
+            self.pods[meta["name"]] = pod
+            self.created_pods.append(copy.deepcopy(body))
+        threading.Thread(target=self._kubelet, args=(pod,), daemon=True).start()
+        return copy.deepcopy(body)
+
+    def _kubelet(self, pod: SimPod) -> None:
+        """Pending -> Running -> Succeeded/Failed; the base container's script runs locally."""
+        time.sleep(self.pending_seconds)
+        spec = pod.body["spec"]
+        base = next(c for c in spec["containers"] if c["name"] == "base")
+        has_sidecar = any(c["name"] == XCOM_SIDECAR for c in spec["containers"])
+        started = now_iso()
+        with self.lock:
+            if pod.deleted:
+                return
+            pod.body["status"] = {
+                "phase": "Running", "startTime": started, "hostIP": "10.0.0.10", "podIP": "10.1.0.10",
+                "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
+                "containerStatuses": [_running(c["name"], c.get("image", ""), started) for c in spec["containers"]],
+            }
+        exit_code = self._run_base(pod, base)
+        time.sleep(self.extra_run_seconds)
+        finished = now_iso()
+        with self.lock:
+            statuses = pod.body["status"]["containerStatuses"]
+            for status in statuses:
+                if status["name"] == "base":
+                    _terminate(status, exit_code, started, finished)
+            if not has_sidecar:
+                pod.body["status"]["phase"] = "Succeeded" if exit_code == 0 else "Failed"
+        pod.base_done.set()
+        if has_sidecar:
+            pod.sidecar_killed.wait(timeout=600)
+            with self.lock:
+                for status in pod.body["status"]["containerStatuses"]:
+                    if status["name"] == XCOM_SIDECAR:
+                        _terminate(status, 0, started, now_iso())
+                pod.body["status"]["phase"] = "Succeeded" if exit_code == 0 else "Failed"
+
+    def _run_base(self, pod: SimPod, container: dict) -> int:
+        command = (container.get("command") or []) + (container.get("args") or [])
+        if command[:2] != ["python", "-c"] or len(command) < 3:
+            pod.logs.append((time.time(), f"(double) ran {command}"))
+            return 0
+        with tempfile.TemporaryDirectory() as xcom_dir:
+            script = command[2].replace("/airflow/xcom", xcom_dir)
+            proc = subprocess.Popen([sys.executable, "-u", "-c", script], stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            for line in proc.stdout:
+                pod.logs.append((time.time(), line.rstrip("\n")))
+            code = proc.wait()
+            result = Path(xcom_dir) / "return.json"
+            pod.xcom = result.read_text() if result.exists() else None
+        return code
+
+    def events_for(self, name: str) -> list[dict]:
+        pod = self.pods.get(name)
+        if pod is None:
+            return []
+        reasons = [("Scheduled", f"Successfully assigned {self.namespace}/{name} to node-1"),
+                   ("Pulled", "Container image already present on machine"), ("Started", "Started container base")]
+        return [{"metadata": {"name": f"{name}.{i}", "namespace": self.namespace}, "reason": reason,
+                 "message": message, "type": "Normal", "involvedObject": {"kind": "Pod", "name": name},
+                 "firstTimestamp": now_iso(pod.created), "lastTimestamp": now_iso(pod.created)}
+                for i, (reason, message) in enumerate(reasons)]
+
+    # -- accounting --------------------------------------------------------------------------
+    def record(self, **entry) -> None:
+        with self.lock:
+            self.requests.append({"t": time.time(), **entry})
+
+    def next_fault(self, method: str, path: str) -> tuple[int | None, bool, float]:
+        with self.lock:
+            for fault in self.faults:
+                if method in fault.methods and fault.path_contains in path:
+                    if fault.drops:
+                        fault.drops -= 1
+                        return None, True, fault.delay
+                    if fault.statuses:
+                        return fault.statuses.pop(0), False, fault.delay
+                    if fault.delay:
+                        return None, False, fault.delay
+        return None, False, 0.0
+
+
+def _running(name: str, image: str, started: str) -> dict:
+    return {"name": name, "image": image, "imageID": f"{image}@sha256:0", "ready": True, "restartCount": 0,
+            "started": True, "state": {"running": {"startedAt": started}}}
+
+
+def _terminate(status: dict, code: int, started: str, finished: str) -> None:
+    status.update(ready=False, started=False, state={"terminated": {
+        "exitCode": code, "reason": "Completed" if code == 0 else "Error", "startedAt": started, "finishedAt": finished}})
+
+
+def _status(code: int, reason: str, message: str) -> dict:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": reason, "code": code}
+
+
+def _selector_matches(selector: str, labels: dict) -> bool:
+    for requirement in filter(None, (r.strip() for r in re.split(r",(?![^()]*\))", selector))):
+        if match := re.fullmatch(r"(\S+?)\s*(!=|==|=)\s*(\S*)", requirement):
+            key, op, value = match.groups()
+            if (labels.get(key) == value) != (op != "!="):
+                return False
+        elif match := re.fullmatch(r"(\S+)\s+(in|notin)\s+\((.*)\)", requirement):
+            key, op, values = match.groups()
+            inside = labels.get(key) in {v.strip() for v in values.split(",")}
+            if inside != (op == "in"):
+                return False
+        elif requirement.startswith("!"):
+            if requirement[1:] in labels:
+                return False
+        elif requirement not in labels:
+            return False
+    return True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "kube-api-double"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    @property
+    def double(self) -> ApiDouble:
+        return self.server.double  # type: ignore[attr-defined]
+
+    def do_GET(self):  # noqa: N802
+        self._serve("GET")
+
+    def do_POST(self):  # noqa: N802
+        self._serve("POST")
+
+    def do_PATCH(self):  # noqa: N802
+        self._serve("PATCH")
+
+    def do_DELETE(self):  # noqa: N802
+        self._serve("DELETE")
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _body(self) -> dict:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"{}") if length else {}
+
+    def _send(self, code: int, payload: dict, extra_headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (extra_headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _serve(self, method: str) -> None:
+        url = urlparse(self.path)
+        query = {k: v if len(v) > 1 else v[0] for k, v in parse_qs(url.query).items()}
+        entry = {"method": method, "path": url.path, "query": query, "agent": self.headers.get("User-Agent", "")}
+        body = self._body() if method in ("POST", "PATCH", "DELETE") else {}
+        try:
+            identity = self.double.authenticate(self.headers.get("Authorization"))
+        except Unauthorized as err:
+            self.double.record(**entry, status=401, user=None, reason=str(err))
+            return self._send(401, _status(401, "Unauthorized", "Unauthorized"))
+        entry["user"] = identity.username
+        status, drop, delay = self.double.next_fault(method, url.path)
+        if delay:
+            time.sleep(delay)
+        if drop:
+            self.double.record(**entry, status="dropped")
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if status:
+            self.double.record(**entry, status=status)
+            headers = {"Retry-After": "1"} if status == 429 else {}
+            return self._send(status, _status(status, "TooManyRequests" if status == 429 else "InternalError",
+                                              "injected fault"), headers)
+        code = self._route(method, url.path, query, body, identity, entry)
+        self.double.record(**entry, status=code)
+
+    def _deny(self, identity: Identity, verb: str, resource: str, name: str | None, namespace: str) -> int:
+        target = f'{resource.split("/")[0]} "{name}"' if name else resource.split("/")[0]
+        message = (f'{target} is forbidden: User "{identity.username}" cannot {verb} resource "{resource}" '
+                   f'in API group "" in the namespace "{namespace}"')
+        self._send(403, _status(403, "Forbidden", message))
+        return 403
+
+    def _authorize(self, identity, verbs, resource, sub, name, namespace) -> int | None:
+        full = f"{resource}/{sub}" if sub else resource
+        for verb in verbs:
+            if not self.double.rbac.allowed(identity, verb, resource, sub or "", namespace):
+                return self._deny(identity, verb, full, name, namespace)
+        return None
+
+    # -- routes ------------------------------------------------------------------------------
+    def _route(self, method, path, query, body, identity: Identity, entry: dict) -> int:
+        double = self.double
+        if path.rstrip("/") == "/version":
+            self._send(200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0-kube-api-double", "gitCommit": "0" * 40,
+                             "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24",
+                             "compiler": "gc", "platform": "linux/amd64"})
+            return 200
+        if path == "/apis/authentication.k8s.io/v1/selfsubjectreviews" and method == "POST":
+            body["status"] = {"userInfo": {"username": identity.username, "groups": list(identity.groups)}}
+            self._send(201, body)
+            return 201
+        if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" and method == "POST":
+            attrs = body["spec"]["resourceAttributes"]
+            allowed = double.rbac.allowed(identity, attrs["verb"], attrs["resource"], attrs.get("subresource", ""),
+                                          attrs.get("namespace", ""), attrs.get("group", ""))
+            body["status"] = {"allowed": allowed}
+            entry["review"] = attrs
+            self._send(201, body)
+            return 201
+        match = POD_PATH.match(path)
+        if not match:
+            self._send(404, _status(404, "NotFound", f"the server could not find the requested resource {path}"))
+            return 404
+        namespace, resource, name, sub = match["ns"], match["resource"], match["name"], match["sub"]
+        websocket = self.headers.get("Upgrade", "").lower() == "websocket"
+        verbs = {"GET": ["list"] if name is None else ["get"], "POST": ["create"], "PATCH": ["patch"],
+                 "DELETE": ["delete"]}[method]
+        if websocket:
+            verbs = ["get", "create"]  # Kubernetes >= 1.30 authorizes exec upgrades as both
+        entry.update(verb=",".join(verbs), resource=f"{resource}/{sub}" if sub else resource, name=name)
+        denied = self._authorize(identity, verbs, resource, sub, name, namespace)
+        if denied:
+            return denied
+        if resource == "events":
+            wanted = (query.get("fieldSelector") or "").removeprefix("involvedObject.name=")
+            self._send(200, {"kind": "EventList", "apiVersion": "v1", "metadata": {},
+                             "items": double.events_for(wanted)})
+            return 200
+        if name is None and method == "GET":
+            selector = query.get("labelSelector", "")
+            items = [p for p in double.live_pods() if _selector_matches(selector, p["metadata"].get("labels") or {})]
+            self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items})
+            return 200
+        if name is None and method == "POST":
+            try:
+                created = double.create_pod(namespace, body)
+            except KeyError:
+                self._send(409, _status(409, "AlreadyExists", f'pods "{body["metadata"]["name"]}" already exists'))
+                return 409
+            self._send(201, created)
+            return 201
+        with double.lock:
+            pod = double.pods.get(name)
+            if pod is None or pod.deleted:
+                pod = None
+        if pod is None:
+            self._send(404, _status(404, "NotFound", f'pods "{name}" not found'))
+            return 404
+        if sub == "log":
+            return self._log(pod, query)
+        if sub == "exec":
+            return self._exec(pod, query) if websocket else self._send(400, _status(400, "BadRequest", "upgrade required")) or 400
+        if method == "GET":
+            with double.lock:
+                self._send(200, copy.deepcopy(pod.body))
+            return 200
+        if method == "PATCH":
+            with double.lock:
+                for key in ("labels", "annotations"):
+                    pod.body["metadata"].setdefault(key, {}).update((body.get("metadata") or {}).get(key) or {})
+                self._send(200, copy.deepcopy(pod.body))
+            return 200
+        if method == "DELETE":
+            with double.lock:
+                pod.deleted = True
+                pod.sidecar_killed.set()
+                self._send(200, copy.deepcopy(pod.body))
+            return 200
+        return 405
+
+    def _log(self, pod: SimPod, query: dict) -> int:
+        follow = query.get("follow") == "true"
+        stamps = query.get("timestamps") == "true"
+        since = 0.0
+        if "sinceSeconds" in query:
+            since = time.time() - float(query["sinceSeconds"])
+        if "sinceTime" in query:
+            since = dt.datetime.fromisoformat(query["sinceTime"].replace("Z", "+00:00")).timestamp()
+        tail = int(query["tailLines"]) if "tailLines" in query else None
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        index = max(0, len(pod.logs) - tail) if tail is not None else 0
+        while True:
+            done = pod.base_done.is_set()  # read before the lines, so none is missed at the end
+            new = pod.logs[index:]
+            index += len(new)
+            for t, line in new:
+                if t >= since:
+                    self._chunk((f"{now_iso(t, nanos=True)} {line}\n" if stamps else f"{line}\n").encode())
+            if not follow or pod.deleted or done:
+                break
+            time.sleep(0.05)
+        self._chunk(b"")
+        return 200
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    # -- exec over WebSocket (v4.channel.k8s.io framing) ---------------------------------------
+    def _exec(self, pod: SimPod, query: dict) -> int:
+        offered = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        protocol = next((p for p in offered if p in ("v5.channel.k8s.io", "v4.channel.k8s.io")), offered[0])
+        accept = base64.b64encode(hashlib.sha1((self.headers["Sec-WebSocket-Key"] + WS_GUID).encode()).digest()).decode()
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.send_header("Sec-WebSocket-Protocol", protocol)
+        self.end_headers()
+        self.wfile.flush()
+        command = query.get("command", [])
+        command = [command] if isinstance(command, str) else command
+        script = " ".join(command)
+        if "return.json" in script:
+            self._ws_send(1, (pod.xcom if pod.xcom else EMPTY_XCOM + "\n").encode())
+        else:  # an interactive shell: wait for the kill command on stdin
+            while True:
+                frame = self._ws_read()
+                if frame is None:
+                    break
+                if frame[:1] == b"\x00" and b"kill" in frame[1:]:
+                    pod.sidecar_killed.set()
+                    break
+        self._ws_send(3, json.dumps({"metadata": {}, "status": "Success"}).encode())
+        self._ws_frame(0x8, struct.pack("!H", 1000))
+        self.close_connection = True
+        return 101
+
+    def _ws_send(self, channel: int, data: bytes) -> None:
+        self._ws_frame(0x2, bytes([channel]) + data)
+
+    def _ws_frame(self, opcode: int, payload: bytes) -> None:
+        header = bytes([0x80 | opcode])
+        size = len(payload)
+        if size < 126:
+            header += bytes([size])
+        elif size < 65536:
+            header += bytes([126]) + struct.pack("!H", size)
+        else:
+            header += bytes([127]) + struct.pack("!Q", size)
+        self.wfile.write(header + payload)
+        self.wfile.flush()
+
+    def _ws_read(self) -> bytes | None:
+        head = self.rfile.read(2)
+        if len(head) < 2:
+            return None
+        opcode, size = head[0] & 0x0F, head[1] & 0x7F
+        if size == 126:
+            size = struct.unpack("!H", self.rfile.read(2))[0]
+        elif size == 127:
+            size = struct.unpack("!Q", self.rfile.read(8))[0]
+        mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+        data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(size)))
+        if opcode == 0x8:
+            return None
+        return data
