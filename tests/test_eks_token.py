@@ -85,6 +85,7 @@ def test_plugin_assumes_the_runner_role_with_external_id(render, fake_sts):
     assert credential["apiVersion"] == "client.authentication.k8s.io/v1"
     token = decode(credential["status"]["token"])
     assert token["Action"] == "GetCallerIdentity"
+    assert token["host"] == f"sts.{project.answers['aws_region']}.amazonaws.com", "presigned for the public endpoint"
     assert token["X-Amz-Credential"].startswith("ASIATEMPORARYKEY0001/"), "signed as the assumed role"
     assert token["X-Amz-Security-Token"] == "tempsessiontoken"
     assert "x-k8s-aws-id" in token["X-Amz-SignedHeaders"].split(";")

@@ -93,7 +93,8 @@ def sigv4_query_signature(method, path, params, headers, signed_headers, secret,
 
     query = "&".join(f"{enc(k)}={enc(v)}" for k, v in sorted((k, v) for k, v in params.items() if k != "X-Amz-Signature"))
     canonical_headers = "".join(f"{h}:{headers[h].strip()}\n" for h in signed_headers)
-    canonical = "\n".join([method, path, query, canonical_headers, ";".join(signed_headers), "UNSIGNED-PAYLOAD"])
+    # STS hashes the (empty) body of the GET it receives, as botocore does when presigning.
+    canonical = "\n".join([method, path, query, canonical_headers, ";".join(signed_headers), hashlib.sha256(b"").hexdigest()])
     scope = f"{date}/{region}/{service}/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", params["X-Amz-Date"], scope, hashlib.sha256(canonical.encode()).hexdigest()])
     key = f"AWS4{secret}".encode()

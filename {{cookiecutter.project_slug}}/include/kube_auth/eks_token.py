@@ -42,7 +42,8 @@ def session_for(region: str, role_arn: str, session_name: str, external_id: str 
     session = boto3.Session(region_name=region)
     if not role_arn:
         return session
-    sts = session.client("sts", region_name=region, endpoint_url=sts_endpoint(region))
+    # The regional STS endpoint (botocore also honours AWS_ENDPOINT_URL_STS).
+    sts = session.client("sts", region_name=region)
     extra = {"ExternalId": external_id} if external_id else {}
     creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name, DurationSeconds=900, **extra)
     creds = creds["Credentials"]
@@ -54,13 +55,10 @@ def session_for(region: str, role_arn: str, session_name: str, external_id: str 
     )
 
 
-def sts_endpoint(region: str) -> str:
-    """The regional STS endpoint (EKS rejects tokens signed for another region)."""
-    override = os.environ.get("AWS_ENDPOINT_URL_STS")
-    if override:
-        return override.rstrip("/")
+def sts_url(region: str) -> str:
+    """EKS accepts only tokens presigned for the public regional STS endpoint of its region."""
     suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"https://sts.{region}.{suffix}"
+    return f"https://sts.{region}.{suffix}/?Action=GetCallerIdentity&Version=2011-06-15"
 
 
 def presigned_token(session, cluster_name: str, region: str) -> str:
@@ -80,7 +78,7 @@ def presigned_token(session, cluster_name: str, region: str) -> str:
     url = signer.generate_presigned_url(
         {
             "method": "GET",
-            "url": f"{sts_endpoint(region)}/?Action=GetCallerIdentity&Version=2011-06-15",
+            "url": sts_url(region),
             "body": {},
             "headers": {CLUSTER_ID_HEADER: cluster_name},
             "context": {},
@@ -109,6 +107,7 @@ def exec_credential(token: str, now: dt.datetime) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    os.environ.setdefault("AWS_STS_REGIONAL_ENDPOINTS", "regional")  # this short-lived process only
     role_arn = os.environ.get("KPO_EKS_ROLE_ARN", args.role_arn)
     try:
         session = session_for(args.region, role_arn, args.session_name, args.external_id)

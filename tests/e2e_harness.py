@@ -1,0 +1,148 @@
+"""Wire a rendered project to the API double and run its DAGs with ``dag.test()``.
+
+What is real: the rendered project (DAGs, include/, scripts/write_connection.py, k8s/ and, on
+AWS, the trust policy and access entry), Airflow 3.3 with cncf-kubernetes, the kubernetes
+clients, the rendered kubeconfig exec plugin and TLS verification.
+What is simulated: the cluster (kube_api_double), STS AssumeRole (kube_api_double.sts), the
+`aws`/`kubectl` CLIs that scripts/write_connection.py asks for the endpoint and CA (they answer
+with the double's), and the image: the plugin path /usr/local/airflow is replaced by the
+project folder because no image runs here. Nothing else in the connection is changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from kube_api_double import ApiDouble
+from kube_api_double.auth import AwsCredential, EksAuthenticator
+from kube_api_double.sts import StsDouble
+
+IMAGE_HOME = "/usr/local/airflow"
+ASTRO_KEY, ASTRO_SECRET = "AKIAASTROWORKLOAD001", "astro-workload-secret"
+RUN_DAG = r"""
+import sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+run = bag.get_dag(sys.argv[2]).test()
+print("DAG_RUN_STATE", run.state)
+"""
+FAKE_CLI = """#!{python}
+import json, sys
+args = sys.argv[1:]
+if "token" in args:
+    print({token!r})
+elif "view" in args:
+    print(json.dumps({{"clusters": [{{"name": "c", "cluster": {{"server": {url!r}, "certificate-authority-data": {ca!r}}}}}]}}))
+else:
+    print(json.dumps({{"cluster": {{"endpoint": {url!r}, "certificateAuthority": {{"data": {ca!r}}}}}}}))
+"""
+TOKENS_MADE_HERE = ("aws", "generic")
+
+
+@dataclass
+class RunResult:
+    state: str
+    log: str
+    returncode: int
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "success"
+
+
+@dataclass
+class Cluster:
+    """One rendered project, its Role as deployed, the double serving it, and the Airflow env."""
+
+    project: Path
+    airflow_home: Path
+    work: Path
+    role: dict | None = None  # override the rendered Role (least-privilege tests)
+    sa_token_ttl: float = 3600
+    double: ApiDouble = field(init=False)
+    sts: StsDouble | None = field(init=False, default=None)
+
+    def __post_init__(self):
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(f"rc_{id(self)}", self.project / "include" / "remote_cluster.py")
+        self.rc = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.rc)
+
+    def manifest(self, name: str) -> dict:
+        return yaml.safe_load((self.project / "k8s" / f"{name}.yaml").read_text())
+
+    def __enter__(self) -> Cluster:
+        rc = self.rc
+        eks = None
+        if rc.CLOUD == "aws":
+            entry = json.loads((self.project / "aws/access-entry.json").read_text())
+            trust = json.loads((self.project / "aws/trust-policy.json").read_text())
+            eks = EksAuthenticator(rc.CLUSTER_NAME, rc.AWS_REGION,
+                                   access_entries={entry["principalArn"]: entry["kubernetesGroups"]})
+            astro = trust["Statement"][0]["Principal"]["AWS"]
+            eks.credentials[ASTRO_KEY] = AwsCredential(ASTRO_SECRET, astro)
+            self.sts = StsDouble(eks, trust, rc.RUNNER_ROLE_ARN, {ASTRO_KEY: astro}).start()
+        self.double = ApiDouble(rc.REMOTE_NAMESPACE, [self.role or self.manifest("role")], [self.manifest("rolebinding")],
+                                eks=eks).start()
+        self.connection = self._write_connection()
+        return self
+
+    def __exit__(self, *exc):
+        self.double.stop()
+        if self.sts:
+            self.sts.stop()
+
+    def _write_connection(self) -> str:
+        """Run the project's own scripts/write_connection.py against CLI stand-ins."""
+        bin_dir = self.work / "bin"
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        token = self.double.sa_tokens.mint(self.rc.REMOTE_NAMESPACE, getattr(self.rc, "SERVICE_ACCOUNT", "x"), self.sa_token_ttl)
+        for name in ("aws", "kubectl"):
+            path = bin_dir / name
+            path.write_text(FAKE_CLI.format(python=sys.executable, token=token, url=self.double.url, ca=self.double.ca_data))
+            path.chmod(0o755)
+        args = ["--kubeconfig", "admin.kubeconfig"] if self.rc.EXEC_PLUGIN is None else []
+        env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        subprocess.run([sys.executable, "scripts/write_connection.py", *args], cwd=self.project, env=env,
+                       check=True, capture_output=True)
+        (assignment,) = shlex.split((self.project / "connection.env").read_text(), comments=True)
+        value = assignment.partition("=")[2]
+        return value.replace(IMAGE_HOME, str(self.project))
+
+    def env(self, **extra: str) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_", "KPO_"))}
+        env.update(
+            AIRFLOW_HOME=str(self.airflow_home),
+            AIRFLOW__CORE__DAGS_FOLDER=str(self.project / "dags"),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            PYTHONPATH=str(self.project),
+            **{f"AIRFLOW_CONN_{self.rc.KUBERNETES_CONN_ID.upper()}": self.connection},
+        )
+        if self.sts:  # the Astro deployment's workload identity, as fake static credentials
+            env.update(AWS_ACCESS_KEY_ID=ASTRO_KEY, AWS_SECRET_ACCESS_KEY=ASTRO_SECRET, AWS_ENDPOINT_URL_STS=self.sts.url,
+                       AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true")
+        env.update(extra)
+        return env
+
+    def run(self, dag_id: str, timeout: float = 600, **env: str) -> RunResult:
+        done = subprocess.run([sys.executable, "-c", RUN_DAG, str(self.project / "dags"), dag_id], env=self.env(**env),
+                              capture_output=True, text=True, timeout=timeout)
+        output = done.stdout + done.stderr
+        state = next((line.split()[-1] for line in done.stdout.splitlines() if line.startswith("DAG_RUN_STATE")), "error")
+        return RunResult(state=state, log=output, returncode=done.returncode)
+
+
+def migrate(home: Path) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {"AIRFLOW_HOME": str(home)}
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    return home
