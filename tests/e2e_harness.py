@@ -29,9 +29,13 @@ ASTRO_KEY, ASTRO_SECRET = "AKIAASTROWORKLOAD001", "astro-workload-secret"
 RUN_DAG = r"""
 import sys
 from airflow.dag_processing.dagbag import DagBag
+import datetime as dt
 bag = DagBag(sys.argv[1])
 assert not bag.import_errors, bag.import_errors
-run = bag.get_dag(sys.argv[2]).test()
+when = dt.datetime.fromisoformat(sys.argv[3]) if len(sys.argv) > 3 else None
+# Airflow 3 names manual runs after run_after: pin both to rerun the very same run.
+kwargs = {"logical_date": when, "run_after": when} if when else {}
+run = bag.get_dag(sys.argv[2]).test(**kwargs)
 print("DAG_RUN_STATE", run.state)
 """
 FAKE_CLI = """#!{python}
@@ -66,6 +70,7 @@ class Cluster:
     airflow_home: Path
     work: Path
     role: dict | None = None  # override the rendered Role (least-privilege tests)
+    double_options: dict = field(default_factory=dict)  # pending_seconds, extra_run_seconds
     sa_token_ttl: float = 3600
     double: ApiDouble = field(init=False)
     sts: StsDouble | None = field(init=False, default=None)
@@ -92,7 +97,7 @@ class Cluster:
             eks.credentials[ASTRO_KEY] = AwsCredential(ASTRO_SECRET, astro)
             self.sts = StsDouble(eks, trust, rc.RUNNER_ROLE_ARN, {ASTRO_KEY: astro}).start()
         self.double = ApiDouble(rc.REMOTE_NAMESPACE, [self.role or self.manifest("role")], [self.manifest("rolebinding")],
-                                eks=eks).start()
+                                eks=eks, **self.double_options).start()
         self.connection = self._write_connection()
         return self
 
@@ -133,12 +138,44 @@ class Cluster:
         env.update(extra)
         return env
 
-    def run(self, dag_id: str, timeout: float = 600, **env: str) -> RunResult:
-        done = subprocess.run([sys.executable, "-c", RUN_DAG, str(self.project / "dags"), dag_id], env=self.env(**env),
-                              capture_output=True, text=True, timeout=timeout)
-        output = done.stdout + done.stderr
-        state = next((line.split()[-1] for line in done.stdout.splitlines() if line.startswith("DAG_RUN_STATE")), "error")
-        return RunResult(state=state, log=output, returncode=done.returncode)
+    def start(self, dag_id: str, logical_date: str | None = None, **env: str) -> subprocess.Popen:
+        args = [sys.executable, "-c", RUN_DAG, str(self.project / "dags"), dag_id, *([logical_date] if logical_date else [])]
+        return subprocess.Popen(args, env=self.env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+    def run(self, dag_id: str, timeout: float = 600, logical_date: str | None = None, **env: str) -> RunResult:
+        process = self.start(dag_id, logical_date, **env)
+        return finish(process, timeout)
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> RunResult:
+    output, _ = process.communicate(timeout=timeout)
+    state = next((line.split()[-1] for line in output.splitlines() if line.startswith("DAG_RUN_STATE")), "error")
+    return RunResult(state=state, log=output, returncode=process.returncode)
+
+
+def variant(project: Path, tmp: Path, *, deferrable: bool = True, retries: int | None = None,
+            upstream_operator: bool = False) -> Path:
+    """A copy of the project with remote_kpo's mode, retries or operator changed, and nothing else.
+
+    retries=0 keeps a deliberately failing run from waiting out two one-minute retry delays;
+    upstream_operator=True uses the provider's KubernetesPodOperator instead of include/remote_pod.py."""
+    import shutil
+
+    target = tmp / f"variant-{deferrable}-{retries}-{upstream_operator}" / project.name
+    shutil.copytree(project, target)
+    dag = target / "dags" / "remote_kpo.py"
+    text = dag.read_text()
+    if not deferrable:
+        text = text.replace("deferrable=True,", "deferrable=False,")
+    if retries is not None:
+        text = text.replace('default_args={"retries": 2,', f'default_args={{"retries": {retries},')
+    if upstream_operator:
+        text = text.replace("from include.remote_pod import RemotePodOperator",
+                            "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator")
+        text = text.replace("RemotePodOperator(", "KubernetesPodOperator(")
+    dag.write_text(text)
+    return target
 
 
 def migrate(home: Path) -> Path:

@@ -16,12 +16,13 @@ from conftest import airflow_env
 INSPECT = r"""
 import json, sys, time
 from airflow.dag_processing.dagbag import DagBag
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 started = time.perf_counter()
 bag = DagBag(dag_folder=sys.argv[1])
 tasks = {}
 for dag in bag.dags.values():
     for t in dag.tasks:
-        if t.task_type == "KubernetesPodOperator":
+        if isinstance(t, KubernetesPodOperator):
             tasks[f"{dag.dag_id}.{t.task_id}"] = {
                 "conn": t.kubernetes_conn_id, "namespace": t.namespace, "in_cluster": t.in_cluster,
                 "deferrable": t.deferrable, "xcom": t.do_xcom_push, "pool": t.pool,

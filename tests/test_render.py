@@ -23,7 +23,7 @@ SKELETON = [
     "Dockerfile", "requirements.txt", "packages.txt", "airflow_settings.yaml", ".env",
     ".gitignore", ".dockerignore", "README.md",
     "dags/remote_kpo.py", "dags/check_remote_cluster.py", "include/remote_cluster.py",
-    "include/preflight.py", "scripts/write_connection.py", "tests/test_remote_setup.py",
+    "include/preflight.py", "include/remote_pod.py", "scripts/write_connection.py", "tests/test_remote_setup.py",
     "k8s/namespace.yaml", "k8s/role.yaml", "k8s/rolebinding.yaml",
 ]
 

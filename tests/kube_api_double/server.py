@@ -171,7 +171,12 @@ class ApiDouble:
                 "containerStatuses": [_running(c["name"], c.get("image", ""), started) for c in spec["containers"]],
             }
         exit_code = self._run_base(pod, base)
-        time.sleep(self.extra_run_seconds)
+        # A longer-running pod: one log line every half second, so faults can land mid-run.
+        for tick in range(int(self.extra_run_seconds * 2)):
+            if pod.deleted:
+                return
+            time.sleep(0.5)
+            pod.logs.append((time.time(), f"(double) still running, tick {tick}"))
         finished = now_iso()
         with self.lock:
             statuses = pod.body["status"]["containerStatuses"]
@@ -318,6 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.double.record(**entry, status=401, user=None, reason=str(err))
             return self._send(401, _status(401, "Unauthorized", "Unauthorized"))
         entry["user"] = identity.username
+        entry["token"] = hashlib.sha256(self.headers["Authorization"].encode()).hexdigest()[:12]
         status, drop, delay = self.double.next_fault(method, url.path)
         if delay:
             time.sleep(delay)
@@ -430,8 +436,8 @@ class _Handler(BaseHTTPRequestHandler):
         return 405
 
     def _log(self, pod: SimPod, query: dict) -> int:
-        follow = query.get("follow") == "true"
-        stamps = query.get("timestamps") == "true"
+        follow = str(query.get("follow", "")).lower() == "true"
+        stamps = str(query.get("timestamps", "")).lower() == "true"
         since = 0.0
         if "sinceSeconds" in query:
             since = time.time() - float(query["sinceSeconds"])

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import dag{% if cookiecutter.xcom %}, task{% endif %}
 from kubernetes.client import models as k8s
 
 from include.remote_cluster import KUBERNETES_CONN_ID, REMOTE_NAMESPACE, REMOTE_POOL
+from include.remote_pod import RemotePodOperator  # KubernetesPodOperator + one XCom fix
 
 IMAGE = "python:3.12-slim"
 # A cold node group (GPU nodes especially) takes 4-10 minutes to add a node; the
@@ -60,7 +60,7 @@ resources = k8s.V1ResourceRequirements(
     doc_md=__doc__,
 )
 def remote_kpo():
-    {% if cookiecutter.xcom %}hello_remote = {% endif %}KubernetesPodOperator(
+    {% if cookiecutter.xcom %}hello_remote = {% endif %}RemotePodOperator(
         task_id="hello_remote",
         kubernetes_conn_id=KUBERNETES_CONN_ID,
         in_cluster=False,  # explicit: the async hook mishandles None

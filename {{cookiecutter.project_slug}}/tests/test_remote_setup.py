@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 from airflow.dag_processing.dagbag import DagBag
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
 from include import remote_cluster as rc
 
 PROJECT = Path(__file__).resolve().parent.parent
-KPO = "KubernetesPodOperator"
 
 
 def manifests() -> dict[str, dict]:
@@ -31,7 +31,7 @@ def settings() -> dict:
 def pod_tasks():
     bag = DagBag(dag_folder=str(PROJECT / "dags"))
     assert not bag.import_errors, bag.import_errors
-    return [t for d in bag.dags.values() for t in d.tasks if t.task_type == KPO]
+    return [t for d in bag.dags.values() for t in d.tasks if isinstance(t, KubernetesPodOperator)]
 
 
 def test_every_manifest_targets_the_project_namespace():

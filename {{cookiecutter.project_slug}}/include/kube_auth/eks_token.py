@@ -90,6 +90,12 @@ def presigned_token(session, cluster_name: str, region: str) -> str:
     return TOKEN_PREFIX + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
 
 
+def token_lifetime() -> dt.timedelta:
+    """14 minutes (EKS honours 15). KPO_EKS_TOKEN_LIFETIME_SECONDS shortens it, e.g. to exercise refresh."""
+    seconds = float(os.environ.get("KPO_EKS_TOKEN_LIFETIME_SECONDS") or TOKEN_LIFETIME.total_seconds())
+    return min(dt.timedelta(seconds=seconds), TOKEN_LIFETIME)
+
+
 def exec_credential(token: str, now: dt.datetime) -> dict:
     # The client announces the API version it wants in KUBERNETES_EXEC_INFO.
     info = json.loads(os.environ.get("KUBERNETES_EXEC_INFO") or "{}")
@@ -100,7 +106,7 @@ def exec_credential(token: str, now: dt.datetime) -> dict:
         "spec": {},
         "status": {
             "token": token,
-            "expirationTimestamp": (now + TOKEN_LIFETIME).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expirationTimestamp": (now + token_lifetime()).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
     }
 
