@@ -77,6 +77,13 @@ class Cluster:
 
     def __post_init__(self):
         import importlib.util
+        import shutil
+
+        # Work on a copy: write_connection.py writes connection.env and airflow_settings.yaml,
+        # and the rendered project is shared with other tests.
+        copy = self.work / "cluster-project" / self.project.name
+        shutil.copytree(self.project, copy)
+        self.project = copy
 
         spec = importlib.util.spec_from_file_location(f"rc_{id(self)}", self.project / "include" / "remote_cluster.py")
         self.rc = importlib.util.module_from_spec(spec)
