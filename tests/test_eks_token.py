@@ -1,8 +1,8 @@
 """The rendered EKS exec plugin, run for real: fake credentials, and a local STS stand-in.
 
-No AWS is reachable here. A 30-line HTTP server on 127.0.0.1 answers AssumeRole the way STS
-does (XML with temporary credentials) and records the request; botocore, the plugin and the
-presigning are real. The token is then decoded the way EKS does to check what it names.
+No AWS is reachable here: the STS double of tests/kube_api_double answers AssumeRole under the
+rendered trust policy; botocore, the plugin and the presigning are real. The token is then
+verified the way EKS does (signature, cluster name, access entry).
 """
 
 from __future__ import annotations
@@ -11,42 +11,32 @@ import base64
 import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-
-ASSUME_ROLE_XML = """<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
-<Credentials><AccessKeyId>ASIATEMPORARYKEY0001</AccessKeyId><SecretAccessKey>tempsecret</SecretAccessKey>
-<SessionToken>tempsessiontoken</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>
-<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/r/airflow-remote-kpo</Arn>
-<AssumedRoleId>AROAEXAMPLE:airflow-remote-kpo</AssumedRoleId></AssumedRoleUser></AssumeRoleResult>
-<ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></AssumeRoleResponse>"""
+from kube_api_double.auth import AwsCredential, EksAuthenticator
+from kube_api_double.sts import StsDouble
 
 
 @pytest.fixture
-def fake_sts():
-    calls: list[dict] = []
+def sts_for(render):
+    """The STS double (tests/kube_api_double/sts.py) enforcing the project's own trust policy."""
+    servers = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            calls.append({k: v[0] for k, v in parse_qs(body).items()})
-            payload = ASSUME_ROLE_XML.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/xml")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def make(project):
+        trust = json.loads((project.path / "aws/trust-policy.json").read_text())
+        entry = json.loads((project.path / "aws/access-entry.json").read_text())
+        eks = EksAuthenticator(project.answers["cluster_name"], project.answers["aws_region"],
+                               access_entries={entry["principalArn"]: entry["kubernetesGroups"]})
+        caller = trust["Statement"][0]["Principal"]["AWS"]
+        eks.credentials[BASE_ENV["AWS_ACCESS_KEY_ID"]] = AwsCredential(BASE_ENV["AWS_SECRET_ACCESS_KEY"], caller)
+        sts = StsDouble(eks, trust, entry["principalArn"], {BASE_ENV["AWS_ACCESS_KEY_ID"]: caller}).start()
+        servers.append(sts)
+        return sts, eks
 
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", calls
-    server.shutdown()
+    yield make
+    for server in servers:
+        server.stop()
 
 
 def plugin_args(project) -> list[str]:
@@ -70,25 +60,36 @@ BASE_ENV = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLECALLER01", "AWS_SECRET_ACCESS_KEY":
             "KUBERNETES_EXEC_INFO": json.dumps({"apiVersion": "client.authentication.k8s.io/v1"})}
 
 
-def test_plugin_assumes_the_runner_role_with_external_id(render, fake_sts):
+def test_plugin_assumes_the_runner_role_with_external_id(render, sts_for):
     project = render({"cloud": "aws", "xcom": True})
-    endpoint, calls = fake_sts
+    sts, eks = sts_for(project)
     args = plugin_args(project)
     done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60,
-                          env=BASE_ENV | {"AWS_ENDPOINT_URL_STS": endpoint})
+                          env=BASE_ENV | {"AWS_ENDPOINT_URL_STS": sts.url})
     assert done.returncode == 0, done.stderr
-    (call,) = calls
-    assert call["Action"] == "AssumeRole"
+    (call,) = sts.calls
     assert call["RoleArn"] == args[args.index("--role-arn") + 1]
     assert call["ExternalId"] == args[args.index("--external-id") + 1]
     credential = json.loads(done.stdout)
     assert credential["apiVersion"] == "client.authentication.k8s.io/v1"
-    token = decode(credential["status"]["token"])
-    assert token["Action"] == "GetCallerIdentity"
-    assert token["host"] == f"sts.{project.answers['aws_region']}.amazonaws.com", "presigned for the public endpoint"
-    assert token["X-Amz-Credential"].startswith("ASIATEMPORARYKEY0001/"), "signed as the assumed role"
-    assert token["X-Amz-Security-Token"] == "tempsessiontoken"
-    assert "x-k8s-aws-id" in token["X-Amz-SignedHeaders"].split(";")
+    token = credential["status"]["token"]
+    query = decode(token)
+    assert query["host"] == f"sts.{project.answers['aws_region']}.amazonaws.com", "presigned for the public endpoint"
+    assert query["X-Amz-Credential"].startswith("ASIA"), "signed as the assumed role"
+    # Verified as EKS would: signature, cluster name, access entry -> the Role's group.
+    identity = eks.authenticate(token)
+    assert identity.username.startswith(f"arn:aws:sts::{project.answers['aws_account_id']}:assumed-role/")
+    assert "airflow-kpo-runners" in identity.groups
+
+
+def test_trust_policy_refuses_a_wrong_external_id(render, sts_for):
+    project = render({"cloud": "aws", "xcom": True})
+    sts, _ = sts_for(project)
+    args = plugin_args(project)
+    args[args.index("--external-id") + 1] = "guessed"
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60,
+                          env=BASE_ENV | {"AWS_ENDPOINT_URL_STS": sts.url})
+    assert done.returncode == 1 and "AccessDenied" in done.stderr
 
 
 def test_plugin_uses_own_identity_when_role_is_blank(render):
