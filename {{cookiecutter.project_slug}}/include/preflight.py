@@ -30,10 +30,14 @@ class PreflightError(Exception):
     """A step failed; the message says what is missing and how to fix it."""
 
 
-def check_connection(extra: dict) -> str:
+def kube_config_of(extra: dict) -> dict | None:
+    """The connection's kube_config extra, whether stored as a dict or as a JSON string."""
     kube_config = extra.get("kube_config")
-    if isinstance(kube_config, str):
-        kube_config = json.loads(kube_config)
+    return json.loads(kube_config) if isinstance(kube_config, str) else kube_config
+
+
+def check_connection(extra: dict) -> str:
+    kube_config = kube_config_of(extra)
     if not isinstance(kube_config, dict):
         raise PreflightError(f"connection {rc.KUBERNETES_CONN_ID} has no kube_config extra: {FIX_CONNECTION}")
     cluster = kube_config["clusters"][0]["cluster"]
@@ -48,10 +52,7 @@ def check_connection(extra: dict) -> str:
 
 def check_credentials(extra: dict) -> str:
     """Run the kubeconfig's exec plugin exactly as the Kubernetes client will."""
-    kube_config = extra["kube_config"]
-    if isinstance(kube_config, str):
-        kube_config = json.loads(kube_config)
-    user = kube_config["users"][0]["user"]
+    user = kube_config_of(extra)["users"][0]["user"]
     if "exec" not in user:
         return describe_token(user.get("token", ""))
     plugin = user["exec"]
