@@ -39,6 +39,13 @@ AWS_REGION = {{ c.aws_region | tojson }}
 RUNNER_ROLE_ARN = {{ c.__aws_role_arn | tojson }}
 # Required by the role's trust policy (aws/trust-policy.json); not a secret.
 RUNNER_EXTERNAL_ID = {{ c.__aws_external_id | tojson }}
+RUNNER_SESSION_NAME = "airflow-remote-kpo"
+# The Kubernetes user EKS sees for that session, and the group its access entry adds.
+AWS_PARTITION = {{ c.__aws_partition | tojson }}
+AWS_ACCOUNT_ID = {{ c.aws_account_id | tojson }}
+RUNNER_ROLE_NAME = RUNNER_ROLE_ARN.rsplit("/", 1)[1]
+RUNNER_SESSION_USER = f"arn:{AWS_PARTITION}:sts::{AWS_ACCOUNT_ID}:assumed-role/{RUNNER_ROLE_NAME}/{RUNNER_SESSION_NAME}"
+K8S_GROUP = {{ c.__k8s_group | tojson }}
 EXEC_PLUGIN: dict | None = {
     "apiVersion": "client.authentication.k8s.io/v1beta1",
     "command": "python",
@@ -75,6 +82,8 @@ AZURE_SUBSCRIPTION_ID = {{ c.azure_subscription_id | tojson }}
 AZURE_RESOURCE_GROUP = {{ c.azure_resource_group | tojson }}
 AZURE_TENANT_ID = {{ c.azure_tenant_id | tojson }}
 AZURE_IDENTITY_CLIENT_ID = {{ c.azure_identity_client_id | tojson }}
+# Kubernetes RBAC (k8s/rolebinding.yaml) names the identity by this id.
+AZURE_IDENTITY_OBJECT_ID = {{ c.azure_identity_object_id | tojson }}
 AKS_SERVER_APP_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"  # the same for every AKS cluster
 EXEC_PLUGIN: dict | None = {
     "apiVersion": "client.authentication.k8s.io/v1beta1",

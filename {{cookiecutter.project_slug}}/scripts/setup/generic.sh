@@ -1,0 +1,31 @@
+# shellcheck shell=bash disable=SC2034  # IMPERSONATE, CONNECTION_ARGS, CLOUD_SHIFT: read by setup_remote.sh
+# Any cluster: you are a cluster admin in a kubeconfig context; the pods' identity is the
+# ServiceAccount in k8s/, and write_connection.py mints its short-lived token straight into
+# the connection files (never printed).
+SERVICE_ACCOUNT="$(setting SERVICE_ACCOUNT)"
+SOURCE_KUBECONFIG="${KUBECONFIG:-$HOME/.kube/config}"
+CONTEXT=""
+IMPERSONATE=(--as "system:serviceaccount:$NAMESPACE:$SERVICE_ACCOUNT")
+
+cloud_usage() {
+    printf "  --kubeconfig PATH     an admin kubeconfig (default: \$KUBECONFIG or ~/.kube/config)\n"
+    printf '  --context NAME        its context to use (default: the current one)\n'
+}
+
+cloud_option() {
+    CLOUD_SHIFT=2
+    [ "$#" -ge 2 ] || return 1
+    case "$1" in
+        --kubeconfig) SOURCE_KUBECONFIG="$2" ;;
+        --context) CONTEXT="$2" ;;
+        *) return 1 ;;
+    esac
+}
+
+cloud_identity() {
+    [ -f "$SOURCE_KUBECONFIG" ] || die "--kubeconfig: $SOURCE_KUBECONFIG does not exist; give an admin kubeconfig, e.g. --kubeconfig ~/.kube/config"
+    CONNECTION_ARGS=(--kubeconfig "$SOURCE_KUBECONFIG")
+    [ -z "$CONTEXT" ] || CONNECTION_ARGS+=(--context "$CONTEXT")
+    KUBECTL=(kubectl --kubeconfig "$SOURCE_KUBECONFIG")
+    [ -z "$CONTEXT" ] || KUBECTL+=(--context "$CONTEXT")
+}
