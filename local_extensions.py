@@ -67,16 +67,36 @@ def refuse_bad_answers(answers) -> str:
     return "yes"
 
 
+def install(ext, environment) -> None:
+    environment.filters["refuse_bad_answers"] = refuse_bad_answers
+    ext.ours = _our_sources()
+    ext.literals = {}
+
+
+def preprocess(ext, source: str, name) -> str:
+    if name is not None or not any(s in source for s in SYNTAX) or source in ext.ours or _is_our_path(source):
+        return source
+    key = ext.literals.setdefault(source, f"_kpo_literal_{len(ext.literals)}")
+    ext.environment.globals[key] = source
+    return "{{ " + key + " }}"
+
+
+def _current_module():
+    """This file as it is on disk now. `cruft update` renders two template commits from one
+    path in one process; Python would otherwise keep the first commit's module for both."""
+    spec = importlib.util.spec_from_file_location("_local_extensions_current", __file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class AnswerValidation(Extension):
+    """A shim that never changes: the behaviour is in install() and preprocess() above."""
+
     def __init__(self, environment):
         super().__init__(environment)
-        environment.filters["refuse_bad_answers"] = refuse_bad_answers
-        self.ours = _our_sources()
-        self.literals: dict[str, str] = {}
+        self.current = _current_module()
+        self.current.install(self, environment)
 
     def preprocess(self, source, name, filename=None):
-        if name is not None or not any(s in source for s in SYNTAX) or source in self.ours or _is_our_path(source):
-            return source
-        key = self.literals.setdefault(source, f"_kpo_literal_{len(self.literals)}")
-        self.environment.globals[key] = source
-        return "{{ " + key + " }}"
+        return self.current.preprocess(self, source, name)

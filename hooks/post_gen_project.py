@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 
@@ -33,10 +34,12 @@ def main(answers: dict, project: Path) -> int:
     # The example connection comes from the project's own script, so its shape lives in one
     # place (include/remote_cluster.py). Offline: --placeholder asks no CLI.
     subprocess.run([sys.executable, "scripts/write_connection.py", "--placeholder"], cwd=project, check=True)
-    print(f"\nCreated {project.name} for {answers['_clouds'][cloud]['label']}. Next steps:")
-    print(f"  cd {project.name}")
+    # On stderr: `cruft diff > patch` renders the template too and must get the patch alone.
+    say = partial(print, file=sys.stderr)
+    say(f"\nCreated {project.name} for {answers['_clouds'][cloud]['label']}. Next steps:")
+    say(f"  cd {project.name}")
     for n, line in enumerate(answers["_clouds"][cloud]["next_steps"], 1):
-        print(f"  {n}. {line}")
+        say(f"  {n}. {line}")
     return 0
 
 
