@@ -28,9 +28,19 @@ def prune(project: Path, paths: set[str]) -> None:
             target.unlink()
 
 
+def remove_empty_dirs(project: Path) -> None:
+    """Folders whose files were all optional (conditional file names) go too."""
+    for folder in sorted((p for p in project.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()) and folder.name != "plugins":
+            folder.rmdir()
+
+
 def main(answers: dict, project: Path) -> int:
     cloud = answers["cloud"]
     prune(project, paths_to_prune(answers["_clouds"], cloud))
+    if answers["pod_operator"] == "native":
+        prune(project, set(answers["_clouds"][cloud]["native"]["prune"]))
+    remove_empty_dirs(project)
     # The example connection comes from the project's own script, so its shape lives in one
     # place (include/remote_cluster.py). Offline: --placeholder asks no CLI.
     subprocess.run([sys.executable, "scripts/write_connection.py", "--placeholder"], cwd=project, check=True)

@@ -52,6 +52,8 @@ RULES: dict[str, Rule] = {
         "remote_kubernetes",
     ),
     "xcom": Rule(r"True|False", "a yes/no answer", "yes"),
+    "pod_operator": Rule(r"kubernetes|native", "one of kubernetes, native", "kubernetes"),
+    "gpu_node_group": Rule(r"True|False", "a yes/no answer", "no"),
     "aws_account_id": Rule(r"[0-9]{12}", "exactly 12 digits", "123456789012"),
     "aws_region": Rule(
         r"[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}",
@@ -134,6 +136,14 @@ def check_combinations(answers: dict) -> str | None:
                 f"'{partition}' but the ARN is in '{arn.split(':')[1]}'; use an ARN like "
                 f"arn:{partition}:iam::111122223333:role/astro-my-deployment"
             )
+    supported = [name for name, c in answers["_clouds"].items() if c["native"]]
+    if answers["pod_operator"] == "native" and not answers["_clouds"][cloud]["native"]:
+        return (f"ERROR: pod_operator: 'native' exists for {', '.join(supported)} only (the {cloud} "
+                f"provider has no pod operator); allowed for {cloud}: kubernetes")
+    if str(answers["gpu_node_group"]) == "True" and not answers["_clouds"][cloud]["gpu_node_group"]:
+        offered = [name for name, c in answers["_clouds"].items() if c["gpu_node_group"]]
+        return (f"ERROR: gpu_node_group: the ephemeral GPU node group DAG exists for {', '.join(offered)} "
+                f"only; allowed for {cloud}: no")
     if cloud == "azure":
         ids = {f: answers[f] for f in ("azure_tenant_id", "azure_identity_client_id", "azure_identity_object_id")}
         if len(set(ids.values())) < len(ids):

@@ -8,14 +8,23 @@ to fix it; the last task prints the whole report.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-
+{% if not (cookiecutter.pod_operator == "native" and cookiecutter.cloud == "gcp") %}
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+{%- endif %}
 from airflow.sdk import BaseHook, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from include import preflight
-from include.remote_cluster import CLUSTER_NAME, KUBERNETES_CONN_ID
+{%- if cookiecutter.pod_operator == "native" and cookiecutter.cloud == "aws" %}
+from include.remote_cluster import AWS_REGION, CLUSTER_NAME, CONNECTION_ID, REMOTE_NAMESPACE
+{%- else %}
+from include.remote_cluster import CLUSTER_NAME, CONNECTION_ID
+{%- endif %}
+{%- if cookiecutter.pod_operator == "native" and cookiecutter.cloud == "gcp" %}
+from include.remote_pod import CLUSTER_ARGS, RemotePodOperator
+{%- endif %}
 
 
 def step(check, *args) -> str:
@@ -28,13 +37,49 @@ def step(check, *args) -> str:
     return finding
 
 
-def connection_extra() -> dict:
-    return BaseHook.get_connection(KUBERNETES_CONN_ID).extra_dejson
+def connection():
+    return BaseHook.get_connection(CONNECTION_ID)
+{% if cookiecutter.pod_operator == "native" and cookiecutter.cloud == "aws" %}
+
+def cloud_identity() -> str:
+    from airflow.providers.amazon.aws.hooks.sts import StsHook
+
+    return StsHook(aws_conn_id=CONNECTION_ID, region_name=AWS_REGION).conn.get_caller_identity()["Arn"]
 
 
+@contextmanager
 def api_client():
-    return KubernetesHook(conn_id=KUBERNETES_CONN_ID, in_cluster=False).api_client
+    """The client EksPodOperator makes: DescribeCluster for endpoint and CA, tokens signed
+    with the connection's role by the provider's own exec plugin."""
+    from airflow.providers.amazon.aws.hooks.eks import EksHook
 
+    hook = EksHook(aws_conn_id=CONNECTION_ID, region_name=AWS_REGION)
+    with hook.generate_config_file_with_credentials(eks_cluster_name=CLUSTER_NAME, pod_namespace=REMOTE_NAMESPACE) as (
+        config_file,
+        _,
+    ):
+        yield KubernetesHook(config_file=config_file, in_cluster=False).get_conn()
+{% elif cookiecutter.pod_operator == "native" %}
+
+def cloud_identity() -> str:
+    from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+    from google.auth.transport.requests import Request
+
+    credentials = GoogleBaseHook(gcp_conn_id=CONNECTION_ID).get_credentials()
+    credentials.refresh(Request())
+    return getattr(credentials, "service_account_email", None) or "user credentials (not a service account)"
+
+
+@contextmanager
+def api_client():
+    """The client GKEStartPodOperator makes: clusters.get for endpoint and CA, google-auth tokens."""
+    yield RemotePodOperator(task_id="preflight_probe", image="unused", **CLUSTER_ARGS).hook.get_conn()
+{% else %}
+
+@contextmanager
+def api_client():
+    yield KubernetesHook(conn_id=CONNECTION_ID, in_cluster=False).api_client
+{% endif %}
 
 @dag(
     dag_id="check_remote_cluster",
@@ -46,30 +91,43 @@ def api_client():
     doc_md=__doc__,
 )
 def check_remote_cluster():
-    @task
-    def connection() -> str:
-        return step(preflight.check_connection, connection_extra())
+{%- if cookiecutter.pod_operator == "native" %}
+    @task(task_id="connection")
+    def check_connection() -> str:
+        conn = connection()
+        return step(preflight.check_cloud_connection, conn.conn_type, conn.extra_dejson)
 
     @task
     def credentials() -> str:
-        return step(preflight.check_credentials, connection_extra())
+        return step(preflight.check_cloud_identity, cloud_identity())
+{%- else %}
+    @task(task_id="connection")
+    def check_connection() -> str:
+        return step(preflight.check_connection, connection().extra_dejson)
+
+    @task
+    def credentials() -> str:
+        return step(preflight.check_credentials, connection().extra_dejson)
+{%- endif %}
 
     @task
     def api_server() -> str:
-        return step(preflight.check_api_server, api_client())
+        with api_client() as client:
+            return step(preflight.check_api_server, client)
 
     @task
     def permissions() -> str:
-        return step(preflight.check_permissions, api_client())
+        with api_client() as client:
+            return step(preflight.check_permissions, client)
 
     @task
     def report(*findings: str) -> None:
         names = ("connection", "credentials", "api server", "permissions")
-        print(f"Remote cluster {CLUSTER_NAME} via connection {KUBERNETES_CONN_ID}: ready")
+        print(f"Remote cluster {CLUSTER_NAME} via connection {CONNECTION_ID}: ready")
         for name, finding in zip(names, findings, strict=True):
             print(f"  [ok] {name:<12} {finding}")
 
-    steps = [connection(), credentials(), api_server(), permissions()]
+    steps = [check_connection(), credentials(), api_server(), permissions()]
     for before, after in zip(steps, steps[1:], strict=False):
         before >> after
     report(*steps)

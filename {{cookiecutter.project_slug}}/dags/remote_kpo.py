@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag{% if cookiecutter.xcom %}, task{% endif %}
 from kubernetes.client import models as k8s
 
-from include.remote_cluster import KUBERNETES_CONN_ID, REMOTE_NAMESPACE, REMOTE_POOL
-from include.remote_pod import RemotePodOperator  # KubernetesPodOperator + one XCom fix
+from include.remote_cluster import REMOTE_POOL
+from include.remote_pod import CLUSTER_ARGS, RemotePodOperator
 
 IMAGE = "python:3.12-slim"
 # A cold node group (GPU nodes especially) takes 4-10 minutes to add a node; the
@@ -62,10 +62,8 @@ resources = k8s.V1ResourceRequirements(
 def remote_kpo():
     {% if cookiecutter.xcom %}hello_remote = {% endif %}RemotePodOperator(
         task_id="hello_remote",
-        kubernetes_conn_id=KUBERNETES_CONN_ID,
-        in_cluster=False,  # explicit: the async hook mishandles None
-        namespace=REMOTE_NAMESPACE,
-        name="hello-remote",
+        **CLUSTER_ARGS,  # connection, namespace: include/remote_pod.py
+        {{ "pod_name" if cookiecutter.pod_operator == "native" and cookiecutter.cloud == "aws" else "name" }}="hello-remote",
         random_name_suffix=True,
         image=IMAGE,
         cmds=["python", "-c"],

@@ -16,14 +16,14 @@ import subprocess
 
 from include import remote_cluster as rc
 
-FIX_CONNECTION = "run `python3 scripts/write_connection.py` and restart (`astro dev restart`)"
+FIX_CONNECTION = "run `scripts/setup_remote.sh` (or `python3 scripts/write_connection.py`) and restart (`astro dev restart`)"
 FIX_IDENTITY = {
     "aws": "create the access entry: aws eks create-access-entry --cli-input-json file://aws/access-entry.json",
     "gcp": "grant roles/container.clusterViewer to the service account (README, step 2)",
     "azure": "add the federated credential to the managed identity (README, step 2)",
     "generic": "mint a new token: python3 scripts/write_connection.py --kubeconfig <admin kubeconfig>",
 }[rc.CLOUD]
-FIX_RBAC = "kubectl apply -f k8s/  (as a cluster admin)"
+FIX_RBAC = "run scripts/setup_remote.sh, or kubectl apply -f k8s/ as a cluster admin"
 
 
 class PreflightError(Exception):
@@ -144,3 +144,28 @@ def check_permissions(api_client) -> str:
             f"missing in namespace {rc.REMOTE_NAMESPACE}: {', '.join(denied)} (first: {denied[0]}): {FIX_RBAC}"
         )
     return f"all {len(rc.REQUIRED_PERMISSIONS)} permissions allowed in {rc.REMOTE_NAMESPACE}"
+
+
+def check_cloud_connection(conn_type: str, extra: dict) -> str:
+    """The native operator's connection: the cloud's own type, pointing at this project's identity."""
+    if conn_type != rc.CONNECTION_TYPE:
+        raise PreflightError(f"connection {rc.CONNECTION_ID} is of type {conn_type!r}, the native operator needs "
+                             f"{rc.CONNECTION_TYPE!r}: {FIX_CONNECTION}")
+    expected = rc.connection_extra()
+    differs = sorted(key for key, value in expected.items() if extra.get(key) != value)
+    if differs:
+        raise PreflightError(f"connection {rc.CONNECTION_ID} differs from this project's in {', '.join(differs)}: "
+                             f"{FIX_CONNECTION}")
+    return f"{rc.CONNECTION_TYPE} connection {rc.CONNECTION_ID}: {', '.join(f'{k}={v}' for k, v in expected.items())}"
+
+
+def check_cloud_identity(identity: str) -> str:
+    """Who the cloud connection signs in as; RBAC (k8s/rolebinding.yaml) is bound to one identity."""
+    expected = getattr(rc, "RUNNER_ROLE_NAME", None) or getattr(rc, "RUNNER_IDENTITY", "")
+    if rc.CLOUD == "aws" and f":assumed-role/{expected}/" not in identity:
+        raise PreflightError(f"the connection signs in as {identity}, not as role {expected}: check the trust "
+                             f"policy and ExternalId (aws/trust-policy.json) and the deployment's workload identity")
+    if rc.CLOUD == "gcp" and identity != expected:
+        raise PreflightError(f"the connection signs in as {identity}, but k8s/rolebinding.yaml binds {expected}: "
+                             f"run as that service account (locally: impersonate it, see README)")
+    return f"signed in as {identity}"

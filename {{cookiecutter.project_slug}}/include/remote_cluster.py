@@ -6,7 +6,16 @@ from __future__ import annotations
 
 CLOUD = {{ cookiecutter.cloud | tojson }}
 CLUSTER_NAME = {{ cookiecutter.cluster_name | tojson }}
-KUBERNETES_CONN_ID = {{ cookiecutter.kubernetes_conn_id | tojson }}
+# The Airflow connection the pods are started with: a kubernetes connection holding a
+# kubeconfig, or with the native operator the cloud's own connection (see POD_OPERATOR).
+CONNECTION_ID = {{ cookiecutter.kubernetes_conn_id | tojson }}
+KUBERNETES_CONN_ID = CONNECTION_ID
+POD_OPERATOR = {{ cookiecutter.pod_operator | tojson }}
+{%- if cookiecutter.pod_operator == "native" %}
+CONNECTION_TYPE = {{ cookiecutter._clouds[cookiecutter.cloud].native.conn_type | tojson }}
+{%- else %}
+CONNECTION_TYPE = "kubernetes"
+{%- endif %}
 REMOTE_NAMESPACE = {{ cookiecutter.namespace | tojson }}
 # Caps how many remote pods run at once (also created by airflow_settings.yaml locally).
 REMOTE_POOL = "remote_kpo"
@@ -46,6 +55,10 @@ AWS_ACCOUNT_ID = {{ c.aws_account_id | tojson }}
 RUNNER_ROLE_NAME = RUNNER_ROLE_ARN.rsplit("/", 1)[1]
 RUNNER_SESSION_USER = f"arn:{AWS_PARTITION}:sts::{AWS_ACCOUNT_ID}:assumed-role/{RUNNER_ROLE_NAME}/{RUNNER_SESSION_NAME}"
 K8S_GROUP = {{ c.__k8s_group | tojson }}
+{%- if c.pod_operator == "native" %}
+# EksPodOperator makes its own kubeconfig and token at run time.
+EXEC_PLUGIN: dict | None = None
+{%- else %}
 EXEC_PLUGIN: dict | None = {
     "apiVersion": "client.authentication.k8s.io/v1beta1",
     "command": "python",
@@ -58,6 +71,7 @@ EXEC_PLUGIN: dict | None = {
     ],
     "interactiveMode": "Never",
 }
+{%- endif %}
 {%- elif c.cloud == "gcp" %}
 
 # GKE: gke-gcloud-auth-plugin (installed by the Dockerfile) on Application Default
@@ -65,6 +79,10 @@ EXEC_PLUGIN: dict | None = {
 GCP_PROJECT_ID = {{ c.gcp_project_id | tojson }}
 GCP_LOCATION = {{ c.gcp_location | tojson }}
 RUNNER_IDENTITY = {{ c.gcp_service_account_email | tojson }}
+{%- if c.pod_operator == "native" %}
+# GKEStartPodOperator signs in with google-auth tokens: no plugin, no gcloud.
+EXEC_PLUGIN: dict | None = None
+{%- else %}
 EXEC_PLUGIN: dict | None = {
     "apiVersion": "client.authentication.k8s.io/v1beta1",
     "command": "gke-gcloud-auth-plugin",
@@ -73,6 +91,7 @@ EXEC_PLUGIN: dict | None = {
     "interactiveMode": "Never",
     "installHint": "gke-gcloud-auth-plugin is installed by this project's Dockerfile",
 }
+{%- endif %}
 {%- elif c.cloud == "azure" %}
 
 # AKS: kubelogin (installed by the Dockerfile) exchanges the deployment's federated token
@@ -129,5 +148,16 @@ def kube_config(server: str = PLACEHOLDER_SERVER, ca_data: str = "", token: str 
 
 
 def connection_extra(**kube_config_args: str) -> dict:
-    """The ``extra`` of the Kubernetes connection ``KUBERNETES_CONN_ID``."""
+    """The ``extra`` of the connection ``CONNECTION_ID`` (of type ``CONNECTION_TYPE``)."""
+{%- if cookiecutter.pod_operator == "native" and cookiecutter.cloud == "aws" %}
+    # EksPodOperator: the connection assumes the runner role (which the access entry maps to
+    # the Role's group); the deployment's own workload identity signs that AssumeRole call.
+    return {"role_arn": RUNNER_ROLE_ARN, "assume_role_kwargs": {"ExternalId": RUNNER_EXTERNAL_ID},
+            "region_name": AWS_REGION}
+{%- elif cookiecutter.pod_operator == "native" %}
+    # GKEStartPodOperator: Application Default Credentials, i.e. the deployment's service
+    # account (RUNNER_IDENTITY) when deployed, your ADC file locally.
+    return {"project": GCP_PROJECT_ID}
+{%- else %}
     return {"kube_config": kube_config(**kube_config_args), "namespace": REMOTE_NAMESPACE}
+{%- endif %}

@@ -129,7 +129,7 @@ def token_command(kubeconfig: str | None, context: str | None, duration: str) ->
 
 
 def settings_block(extra: dict) -> str:
-    entry = {"conn_id": rc.KUBERNETES_CONN_ID, "conn_type": "kubernetes", "conn_extra": extra}
+    entry = {"conn_id": rc.CONNECTION_ID, "conn_type": rc.CONNECTION_TYPE, "conn_extra": extra}
     # JSON is YAML: one flow-style line the script can replace whole next time.
     return f"{BEGIN}\n    - {json.dumps(entry)}\n{END}"
 
@@ -151,8 +151,8 @@ def write_private(path: Path, text: str) -> None:
 
 
 def connection_env(extra: dict) -> str:
-    value = json.dumps({"conn_type": "kubernetes", "extra": extra}, separators=(",", ":"))
-    name = f"AIRFLOW_CONN_{rc.KUBERNETES_CONN_ID.upper()}"
+    value = json.dumps({"conn_type": rc.CONNECTION_TYPE, "extra": extra}, separators=(",", ":"))
+    name = f"AIRFLOW_CONN_{rc.CONNECTION_ID.upper()}"
     return f"# Load into the deployment as a secret (see README); never commit.\n{name}={shlex.quote(value)}\n"
 
 
@@ -172,6 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.placeholder:
         write_settings(rc.connection_extra())
+        return 0
+    if rc.POD_OPERATOR == "native":
+        # The native operator asks the cloud for endpoint and CA itself: nothing to look up.
+        if args.dry_run:
+            print(f"would write: {SETTINGS.name}, {CONNECTION_ENV.name}")
+            return 0
+        write_settings(rc.connection_extra())
+        write_private(CONNECTION_ENV, connection_env(rc.connection_extra()))
+        print(f"wrote {SETTINGS.name} and {CONNECTION_ENV.name} ({rc.CONNECTION_TYPE} connection {rc.CONNECTION_ID})")
+        print("next: astro dev start, then trigger the check_remote_cluster DAG")
         return 0
     from_kubeconfig = bool(args.kubeconfig or args.context) or rc.EXEC_PLUGIN is None
     planned = [kubectl(args.kubeconfig, args.context, "config", "view", "--raw", "--minify")

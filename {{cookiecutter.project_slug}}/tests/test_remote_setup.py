@@ -57,10 +57,13 @@ def test_rolebinding_binds_that_role():
 
 
 def test_connection_is_the_one_the_dags_use():
-    connections = [c for c in settings()["connections"] if c["conn_id"] == rc.KUBERNETES_CONN_ID]
+    connections = [c for c in settings()["connections"] if c["conn_id"] == rc.CONNECTION_ID]
     assert len(connections) == 1
     extra = connections[0]["conn_extra"]
-    assert connections[0]["conn_type"] == "kubernetes"
+    assert connections[0]["conn_type"] == rc.CONNECTION_TYPE
+    if rc.POD_OPERATOR == "native":  # the cloud's connection: no kubeconfig at all
+        assert extra == rc.connection_extra()
+        return
     assert extra["namespace"] == rc.REMOTE_NAMESPACE
     assert extra["kube_config"]["contexts"][0]["context"]["namespace"] == rc.REMOTE_NAMESPACE
     assert extra["kube_config"] == rc.kube_config(**server_and_ca(extra["kube_config"]))
@@ -81,7 +84,11 @@ def test_pool_exists_locally_with_the_dags_name():
 def test_pod_tasks_use_the_remote_cluster(pod_tasks):
     assert pod_tasks
     for t in pod_tasks:
-        assert t.kubernetes_conn_id == rc.KUBERNETES_CONN_ID
+        if rc.POD_OPERATOR == "native":  # the cloud connection names the cluster; no kubeconfig connection
+            assert (getattr(t, "aws_conn_id", None) or getattr(t, "gcp_conn_id", None)) == rc.CONNECTION_ID
+            assert t.cluster_name == rc.CLUSTER_NAME
+        else:
+            assert t.kubernetes_conn_id == rc.KUBERNETES_CONN_ID
         assert t.namespace == rc.REMOTE_NAMESPACE
         assert t.in_cluster is False
         assert t.deferrable is True
@@ -106,8 +113,9 @@ def test_exec_plugin_is_in_the_image():
 def test_connection_env_form_matches():
     import scripts.write_connection as wc
 
-    extra = rc.connection_extra(server="https://203.0.113.10", ca_data="Q0E=")
+    extra = rc.connection_extra() if rc.POD_OPERATOR == "native" else rc.connection_extra(
+        server="https://203.0.113.10", ca_data="Q0E=")
     (assignment,) = shlex.split(wc.connection_env(extra), comments=True)  # as a shell or .env reader sees it
     name, _, value = assignment.partition("=")
-    assert name == f"AIRFLOW_CONN_{rc.KUBERNETES_CONN_ID.upper()}"
-    assert json.loads(value) == {"conn_type": "kubernetes", "extra": extra}
+    assert name == f"AIRFLOW_CONN_{rc.CONNECTION_ID.upper()}"
+    assert json.loads(value) == {"conn_type": rc.CONNECTION_TYPE, "extra": extra}
