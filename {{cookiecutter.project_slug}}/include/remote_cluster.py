@@ -21,6 +21,8 @@ REMOTE_NAMESPACE = {{ cookiecutter.namespace | tojson }}
 REMOTE_POOL = "remote_kpo"
 REMOTE_POOL_SLOTS = 4
 XCOM_ENABLED = {{ "True" if cookiecutter.xcom else "False" }}
+# dags/remote_kpo_gpu.py: a GPU node group that exists only while its pod runs.
+GPU_NODE_GROUP = {{ "True" if cookiecutter.gpu_node_group else "False" }}
 
 # Every API call KubernetesPodOperator makes with this project's options, as
 # (verb, resource, subresource). k8s/role.yaml grants exactly these; the preflight DAG asks
@@ -124,6 +126,29 @@ EXEC_PLUGIN: dict | None = {
 SERVICE_ACCOUNT = {{ c.__runner_name | tojson }}
 EXEC_PLUGIN: dict | None = None
 {%- endif %}
+{%- if c.gpu_node_group %}
+
+# The GPU node group of dags/remote_kpo_gpu.py. One per cluster at a time (the DAG runs one
+# run at a time); the name prefix is what the IAM grants are scoped to.
+GPU_NODE_GROUP_NAME = "airflow-gpu-remote-kpo"
+{%- if c.cloud == "aws" %}
+# The node-group calls go through an aws connection that assumes the runner role.
+AWS_CONN_ID = CONNECTION_ID if POD_OPERATOR == "native" else f"{CONNECTION_ID}_aws"
+GPU_NODE_ROLE_NAME = {{ c.__aws_gpu_node_role_name | tojson }}
+GPU_NODE_ROLE_ARN = f"arn:{AWS_PARTITION}:iam::{AWS_ACCOUNT_ID}:role/{GPU_NODE_ROLE_NAME}"
+GPU_INSTANCE_TYPE = "g5.xlarge"  # 1 NVIDIA A10G
+# Bottlerocket's NVIDIA variant ships the driver and the Kubernetes device plugin.
+GPU_AMI_TYPE = "BOTTLEROCKET_x86_64_NVIDIA"
+{%- else %}
+GCP_CONN_ID = CONNECTION_ID if POD_OPERATOR == "native" else f"{CONNECTION_ID}_gcp"
+GPU_MACHINE_TYPE = "g2-standard-4"
+GPU_ACCELERATOR = "nvidia-l4"
+# The nodes' own identity (logs and metrics only), created by scripts/setup_remote.sh.
+GPU_NODE_SERVICE_ACCOUNT = f"airflow-gpu-nodes@{GCP_PROJECT_ID}.iam.gserviceaccount.com"
+# The custom IAM role (gcp/gpu-node-pools-role.yaml) the runner gets for node pools.
+GPU_CUSTOM_ROLE_ID = "airflowGpuNodePools"
+{%- endif %}
+{%- endif %}
 
 
 def kube_config(server: str = PLACEHOLDER_SERVER, ca_data: str = "", token: str = "") -> dict:
@@ -147,17 +172,38 @@ def kube_config(server: str = PLACEHOLDER_SERVER, ca_data: str = "", token: str 
     }
 
 
-def connection_extra(**kube_config_args: str) -> dict:
-    """The ``extra`` of the connection ``CONNECTION_ID`` (of type ``CONNECTION_TYPE``)."""
-{%- if cookiecutter.pod_operator == "native" and cookiecutter.cloud == "aws" %}
-    # EksPodOperator: the connection assumes the runner role (which the access entry maps to
-    # the Role's group); the deployment's own workload identity signs that AssumeRole call.
+{%- if c.cloud == "aws" and (c.pod_operator == "native" or c.gpu_node_group) %}
+
+
+def aws_connection_extra() -> dict:
+    """An aws connection that assumes the runner role (the access entry maps it to the Role's
+    group); the deployment's own workload identity signs that AssumeRole call."""
     return {"role_arn": RUNNER_ROLE_ARN, "assume_role_kwargs": {"ExternalId": RUNNER_EXTERNAL_ID},
             "region_name": AWS_REGION}
-{%- elif cookiecutter.pod_operator == "native" %}
-    # GKEStartPodOperator: Application Default Credentials, i.e. the deployment's service
-    # account (RUNNER_IDENTITY) when deployed, your ADC file locally.
+{%- elif c.cloud == "gcp" and (c.pod_operator == "native" or c.gpu_node_group) %}
+
+
+def gcp_connection_extra() -> dict:
+    """A google connection on Application Default Credentials: the deployment's service
+    account (RUNNER_IDENTITY) when deployed, your ADC file locally."""
     return {"project": GCP_PROJECT_ID}
+{%- endif %}
+
+
+def connection_extra(**kube_config_args: str) -> dict:
+    """The ``extra`` of the connection ``CONNECTION_ID`` (of type ``CONNECTION_TYPE``)."""
+{%- if c.pod_operator == "native" %}
+    return {{ c.cloud }}_connection_extra()
 {%- else %}
     return {"kube_config": kube_config(**kube_config_args), "namespace": REMOTE_NAMESPACE}
 {%- endif %}
+
+
+def connections(**kube_config_args: str) -> list[tuple[str, str, dict]]:
+    """Every connection this project's DAGs use, as (conn_id, conn_type, extra)."""
+    found = [(CONNECTION_ID, CONNECTION_TYPE, connection_extra(**kube_config_args))]
+{%- if c.gpu_node_group and c.pod_operator != "native" %}
+    # The GPU DAG's node-group calls use the cloud's own API and connection.
+    found.append(({{ "AWS_CONN_ID" if c.cloud == "aws" else "GCP_CONN_ID" }}, {{ c._clouds[c.cloud].native.conn_type | tojson }}, {{ c.cloud }}_connection_extra()))
+{%- endif %}
+    return found

@@ -128,19 +128,19 @@ def token_command(kubeconfig: str | None, context: str | None, duration: str) ->
                    "--namespace", rc.REMOTE_NAMESPACE, "--duration", duration)
 
 
-def settings_block(extra: dict) -> str:
-    entry = {"conn_id": rc.CONNECTION_ID, "conn_type": rc.CONNECTION_TYPE, "conn_extra": extra}
-    # JSON is YAML: one flow-style line the script can replace whole next time.
-    return f"{BEGIN}\n    - {json.dumps(entry)}\n{END}"
+def settings_block(connections: list[tuple[str, str, dict]]) -> str:
+    # JSON is YAML: one flow-style line per connection, replaced whole next time.
+    lines = [f"    - {json.dumps({'conn_id': i, 'conn_type': t, 'conn_extra': e})}" for i, t, e in connections]
+    return "\n".join([BEGIN, *lines, END])
 
 
-def write_settings(extra: dict) -> None:
+def write_settings(connections: list[tuple[str, str, dict]]) -> None:
     text = SETTINGS.read_text() if SETTINGS.exists() else SETTINGS_SKELETON
     start, stop = text.find(BEGIN), text.find(END)
     if start < 0 or stop < start:
         raise SystemExit(f"ERROR: {SETTINGS.name}: the managed connection block is gone; restore its "
                          "two marker lines or delete the file and run this script again")
-    write_private(SETTINGS, text[:start] + settings_block(extra) + text[stop + len(END):])
+    write_private(SETTINGS, text[:start] + settings_block(connections) + text[stop + len(END):])
 
 
 def write_private(path: Path, text: str) -> None:
@@ -150,10 +150,12 @@ def write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def connection_env(extra: dict) -> str:
-    value = json.dumps({"conn_type": rc.CONNECTION_TYPE, "extra": extra}, separators=(",", ":"))
-    name = f"AIRFLOW_CONN_{rc.CONNECTION_ID.upper()}"
-    return f"# Load into the deployment as a secret (see README); never commit.\n{name}={shlex.quote(value)}\n"
+def connection_env(connections: list[tuple[str, str, dict]]) -> str:
+    lines = ["# Load into the deployment as a secret (see README); never commit."]
+    for conn_id, conn_type, extra in connections:
+        value = json.dumps({"conn_type": conn_type, "extra": extra}, separators=(",", ":"))
+        lines.append(f"AIRFLOW_CONN_{conn_id.upper()}={shlex.quote(value)}")
+    return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -171,15 +173,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.placeholder:
-        write_settings(rc.connection_extra())
+        write_settings(rc.connections())
         return 0
     if rc.POD_OPERATOR == "native":
         # The native operator asks the cloud for endpoint and CA itself: nothing to look up.
         if args.dry_run:
             print(f"would write: {SETTINGS.name}, {CONNECTION_ENV.name}")
             return 0
-        write_settings(rc.connection_extra())
-        write_private(CONNECTION_ENV, connection_env(rc.connection_extra()))
+        write_settings(rc.connections())
+        write_private(CONNECTION_ENV, connection_env(rc.connections()))
         print(f"wrote {SETTINGS.name} and {CONNECTION_ENV.name} ({rc.CONNECTION_TYPE} connection {rc.CONNECTION_ID})")
         print("next: astro dev start, then trigger the check_remote_cluster DAG")
         return 0
@@ -198,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         server, ca_data = endpoint_from_cloud(json.loads(run(cloud_command())))
     token = "" if rc.EXEC_PLUGIN else run(token_command(args.kubeconfig, args.context, args.token_duration)).strip()
-    extra = rc.connection_extra(server=server, ca_data=ca_data, token=token)
-    write_settings(extra)
-    write_private(CONNECTION_ENV, connection_env(extra))
+    connections = rc.connections(server=server, ca_data=ca_data, token=token)
+    write_settings(connections)
+    write_private(CONNECTION_ENV, connection_env(connections))
     print(f"wrote {SETTINGS.name} and {CONNECTION_ENV.name} for {server} (connection {rc.KUBERNETES_CONN_ID})")
     print("next: astro dev start, then trigger the check_remote_cluster DAG")
     return 0

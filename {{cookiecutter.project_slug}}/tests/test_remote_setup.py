@@ -93,7 +93,7 @@ def test_pod_tasks_use_the_remote_cluster(pod_tasks):
         assert t.in_cluster is False
         assert t.deferrable is True
         assert t.pool == rc.REMOTE_POOL
-        assert t.do_xcom_push is rc.XCOM_ENABLED
+        assert t.do_xcom_push is (rc.XCOM_ENABLED and t.dag_id == "remote_kpo")
         assert t.on_finish_action.value == "delete_pod"
         assert t.startup_timeout_seconds >= 600, "GPU node scale-up takes minutes"
 
@@ -115,7 +115,28 @@ def test_connection_env_form_matches():
 
     extra = rc.connection_extra() if rc.POD_OPERATOR == "native" else rc.connection_extra(
         server="https://203.0.113.10", ca_data="Q0E=")
-    (assignment,) = shlex.split(wc.connection_env(extra), comments=True)  # as a shell or .env reader sees it
+    (assignment, *_) = shlex.split(wc.connection_env([(rc.CONNECTION_ID, rc.CONNECTION_TYPE, extra)]), comments=True)
     name, _, value = assignment.partition("=")
     assert name == f"AIRFLOW_CONN_{rc.CONNECTION_ID.upper()}"
     assert json.loads(value) == {"conn_type": rc.CONNECTION_TYPE, "extra": extra}
+
+
+@pytest.mark.skipif(not rc.GPU_NODE_GROUP, reason="the GPU node group DAG is not part of this project")
+def test_gpu_node_group_is_deleted_whatever_happens(pod_tasks):
+    from airflow.task.trigger_rule import TriggerRule
+
+    from include import gpu_nodes
+
+    dag = next(t.dag for t in pod_tasks if t.dag_id == "remote_kpo_gpu")
+    create = dag.get_task(next(i for i in dag.task_ids if i.startswith("create_gpu")))
+    delete = dag.get_task(next(i for i in dag.task_ids if i.startswith("delete_gpu")))
+    ready, pod = dag.get_task("wait_until_ready"), dag.get_task("gpu_pod")
+    assert create.is_setup and delete.is_teardown
+    assert delete.trigger_rule == TriggerRule.ALL_DONE_SETUP_SUCCESS
+    assert create.task_id in delete.upstream_task_ids and pod.task_id in delete.upstream_task_ids
+    assert ready.task_id in pod.upstream_task_ids and create.task_id in ready.upstream_task_ids
+    assert dag.leaves == [delete]
+    assert pod.node_selector == gpu_nodes.NODE_LABELS
+    assert pod.container_resources.limits["nvidia.com/gpu"] == "1"
+    assert any(t.key == "nvidia.com/gpu" and t.effect == "NoSchedule" for t in pod.tolerations)
+    assert ready.mode == "reschedule", "waiting for a node holds no worker slot"
