@@ -63,9 +63,9 @@ class Setup:
 
 @pytest.fixture
 def setup(render, tmp_path):
-    def make(cloud: str, xcom: bool = True, state: dict | None = None) -> Setup:
+    def make(cloud: str, xcom: bool = True, state: dict | None = None, **options) -> Setup:
         project = tmp_path / "project"
-        shutil.copytree(render({"cloud": cloud, "xcom": xcom}).path, project)
+        shutil.copytree(render({"cloud": cloud, "xcom": xcom, **options}).path, project)
         return Setup(project, CliDouble(tmp_path / "double", remote_side(cloud) if state is None else state), cloud)
     return make
 
@@ -257,3 +257,45 @@ def test_help_names_every_option(setup, cloud):
     extra = {"aws": ["--create-cluster"], "azure": ["--issuer", "--subject", "--skip-federation"],
              "generic": ["--kubeconfig", "--context"], "gcp": []}[cloud]
     assert all(option in done.stdout for option in extra)
+
+
+# The native operator and the GPU node group DAG add IAM, and only then.
+OPTION_FIRST_RUN = {
+    "aws-native-gpu": ["aws iam create-role", "aws iam put-role-policy", "aws iam create-role",
+                       "aws iam attach-role-policy", "aws iam attach-role-policy", "aws iam attach-role-policy",
+                       "aws iam create-service-linked-role", "aws eks create-access-entry", *APPLY],
+    "aws-native": ["aws iam create-role", "aws iam put-role-policy", "aws eks create-access-entry", *APPLY],
+    "gcp-gpu": ["gcloud projects add-iam-policy-binding", "gcloud iam roles", "gcloud projects add-iam-policy-binding",
+                "gcloud iam service-accounts", "gcloud projects add-iam-policy-binding", "gcloud iam service-accounts",
+                *APPLY],
+}
+OPTIONS = {"aws-native-gpu": {"cloud": "aws", "pod_operator": "native", "gpu_node_group": True},
+           "aws-native": {"cloud": "aws", "pod_operator": "native"},
+           "gcp-gpu": {"cloud": "gcp", "gpu_node_group": True}}
+
+
+@pytest.mark.parametrize("case", OPTION_FIRST_RUN)
+def test_options_add_their_iam_once(setup, case):
+    options = dict(OPTIONS[case])
+    cloud = options.pop("cloud")
+    s = setup(cloud, **options)
+    dry = s.run("--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert s.double.changes() == []
+    done = s.run()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [words(c) for c in s.double.changes()] == OPTION_FIRST_RUN[case]
+    local_only = ("can-i", "update-kubeconfig", "get-credentials", "describe-cluster", "clusters describe")
+    planned = [words(line.split(":", 1)[1].split()) for line in dry.stdout.splitlines()
+               if line.startswith("would run:") and not any(w in line for w in local_only)]
+    assert planned == OPTION_FIRST_RUN[case], "the dry run plans what the first run does"
+    settings = yaml.safe_load((s.project / "airflow_settings.yaml").read_text())["airflow"]
+    types = [c["conn_type"] for c in settings["connections"]]
+    if options.get("pod_operator") == "native":
+        assert types == ["aws"], "the native operator uses the cloud connection only"
+    elif options.get("gpu_node_group"):
+        assert types == ["kubernetes", "google_cloud_platform"], "node pools go through the cloud's API"
+    s.double.reset_log()
+    again = s.run()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert s.double.changes() == []

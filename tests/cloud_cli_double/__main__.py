@@ -51,6 +51,8 @@ def read_file_arg(value: str) -> str:
 def printed(value, output: str) -> str:
     """aws --output text / az --output tsv, or JSON."""
     if output in ("text", "tsv"):
+        if output == "text" and isinstance(value, list) and not any(isinstance(v, list | dict) for v in value):
+            value = [value]  # aws: a list of scalars is one tab-separated line; az tsv: one per line
         rows = value if isinstance(value, list) else [value]
         lines = []
         for row in rows:
@@ -92,6 +94,28 @@ def aws(state: dict, args: list[str]) -> str:
                 raise Failed("An error occurred (EntityAlreadyExists)", 254)
             roles[name] = json.loads(read_file_arg(opt(args, "--assume-role-policy-document")))
             return answer({"Role": {"RoleName": name}}, args)
+        case ["iam", "get-role-policy"]:
+            name, policy = opt(args, "--role-name"), opt(args, "--policy-name")
+            if policy not in side.get("role_policies", {}).get(name, {}):
+                raise Failed(f"An error occurred (NoSuchEntity): The role policy with name {policy} cannot be found.", 254)
+            return answer({"RoleName": name, "PolicyName": policy, "PolicyDocument": side["role_policies"][name][policy]}, args)
+        case ["iam", "put-role-policy"]:
+            name = opt(args, "--role-name")
+            if name not in roles:
+                raise Failed("An error occurred (NoSuchEntity): role not found", 254)
+            side.setdefault("role_policies", {}).setdefault(name, {})[opt(args, "--policy-name")] = json.loads(
+                read_file_arg(opt(args, "--policy-document")))
+            return ""
+        case ["iam", "list-attached-role-policies"]:
+            name = opt(args, "--role-name")
+            attached = side.get("attached", {}).get(name, [])
+            return answer({"AttachedPolicies": [{"PolicyName": a.rsplit("/", 1)[1], "PolicyArn": a} for a in attached]}, args)
+        case ["iam", "attach-role-policy"]:
+            side.setdefault("attached", {}).setdefault(opt(args, "--role-name"), []).append(opt(args, "--policy-arn"))
+            return ""
+        case ["iam", "create-service-linked-role"]:
+            roles["AWSServiceRoleForAmazonEKSNodegroup"] = {"service": opt(args, "--aws-service-name")}
+            return ""
         case ["iam", "update-assume-role-policy"]:
             roles[opt(args, "--role-name")] = json.loads(read_file_arg(opt(args, "--policy-document")))
             return ""
@@ -152,15 +176,33 @@ def gcloud(state: dict, args: list[str]) -> str:
             return "kubeconfig entry generated"
         doc = {"name": name, "endpoint": clusters[name]["endpoint"], "masterAuth": {"clusterCaCertificate": CA}}
         return name if opt(args, "--format") == "value(name)" else json.dumps(doc)
-    if args[:2] == ["projects", "get-iam-policy"]:
+    sa_bindings, accounts = side.setdefault("sa_bindings", {}), side.setdefault("service_accounts", [])
+    custom_roles = side.setdefault("custom_roles", {})
+    if args[:2] == ["projects", "get-iam-policy"] or args[:3] == ["iam", "service-accounts", "get-iam-policy"]:
         # The one filter the scripts use: "bindings.role=R AND bindings.members=M".
         role, member = (part.split("=", 1)[1] for part in opt(args, "--filter").split(" AND "))
-        return role if [role, member] in bindings else ""
-    if args[:2] == ["projects", "add-iam-policy-binding"]:
+        held = bindings if args[0] == "projects" else sa_bindings.get(args[3], [])
+        return role if [role, member] in held else ""
+    if args[:2] == ["projects", "add-iam-policy-binding"] or args[:3] == ["iam", "service-accounts", "add-iam-policy-binding"]:
+        held = bindings if args[0] == "projects" else sa_bindings.setdefault(args[3], [])
         pair = [opt(args, "--role"), opt(args, "--member")]
-        if pair not in bindings:
-            bindings.append(pair)
+        if pair not in held:
+            held.append(pair)
         return "Updated IAM policy"
+    if args[:3] == ["iam", "roles", "describe"]:
+        if args[3] not in custom_roles:
+            raise Failed(f"ERROR: (gcloud.iam.roles.describe) NOT_FOUND: The role named {args[3]} was not found.")
+        return ";".join(custom_roles[args[3]])
+    if args[:3] in (["iam", "roles", "create"], ["iam", "roles", "update"]):
+        custom_roles[args[3]] = sorted(yaml.safe_load(Path(opt(args, "--file")).read_text())["includedPermissions"])
+        return f"Created role [{args[3]}]."
+    if args[:3] == ["iam", "service-accounts", "describe"]:
+        if args[3] not in accounts:
+            raise Failed(f"ERROR: (gcloud.iam.service-accounts.describe) NOT_FOUND: {args[3]}")
+        return args[3]
+    if args[:3] == ["iam", "service-accounts", "create"]:
+        accounts.append(f"{args[3]}@{opt(args, '--project')}.iam.gserviceaccount.com")
+        return ""
     raise Failed(f"cli double: gcloud {' '.join(args[:3])} is not simulated", 97)
 
 

@@ -12,6 +12,9 @@ CONNECTION_ARGS=()
 # EKS names an assumed role like this; the group comes from the access entry.
 IMPERSONATE=(--as "$(setting RUNNER_SESSION_USER)" --as-group "$GROUP")
 
+GPU_NODE_GROUP="$(setting GPU_NODE_GROUP)"
+POLICY_NAME=remote-kpo-runner
+
 cloud_usage() {
     printf '  --create-cluster      create the cluster from aws/cluster.yaml if it does not exist\n'
 }
@@ -39,6 +42,49 @@ ensure_role() {
         change aws iam create-role --role-name "$ROLE_NAME" \
             --assume-role-policy-document file://aws/trust-policy.json \
             --description "Runs KubernetesPodOperator pods on $CLUSTER_NAME for Airflow"
+    fi
+}
+
+# What the runner role may do in AWS besides signing EKS tokens (which needs nothing):
+# aws/runner-policy.json exists only with the native operator or the GPU node group DAG.
+ensure_runner_policy() {
+    local current
+    [ -f aws/runner-policy.json ] || return 0
+    if current="$(query aws iam get-role-policy --role-name "$ROLE_NAME" --policy-name "$POLICY_NAME" \
+        --query PolicyDocument --output json)" && same_json "$current" aws/runner-policy.json; then
+        say "unchanged: policy $POLICY_NAME of $ROLE_NAME"
+    else
+        change aws iam put-role-policy --role-name "$ROLE_NAME" --policy-name "$POLICY_NAME" \
+            --policy-document file://aws/runner-policy.json
+    fi
+}
+
+# The GPU nodes' own role (the standard EKS node policies, on the nodes only) and the
+# service-linked role EKS needs once per account to manage node groups.
+ensure_gpu_node_role() {
+    local node_role attached policy
+    [ "$GPU_NODE_GROUP" = True ] || return 0
+    node_role="$(setting GPU_NODE_ROLE_NAME)"
+    if query aws iam get-role --role-name "$node_role" --query Role.Arn --output text >/dev/null; then
+        say "unchanged: IAM role $node_role"
+    else
+        change aws iam create-role --role-name "$node_role" \
+            --assume-role-policy-document file://aws/gpu-node-trust-policy.json \
+            --description "GPU nodes of the remote_kpo_gpu DAG on $CLUSTER_NAME"
+    fi
+    attached="$(query aws iam list-attached-role-policies --role-name "$node_role" \
+        --query 'AttachedPolicies[].PolicyName' --output text || true)"
+    for policy in AmazonEKSWorkerNodePolicy AmazonEKS_CNI_Policy AmazonEC2ContainerRegistryReadOnly; do
+        case " $(printf '%s' "$attached" | tr '\t\n' '  ') " in
+            *" $policy "*) say "unchanged: $node_role has $policy" ;;
+            *) change aws iam attach-role-policy --role-name "$node_role" \
+                   --policy-arn "arn:$(setting AWS_PARTITION):iam::aws:policy/$policy" ;;
+        esac
+    done
+    if query aws iam get-role --role-name AWSServiceRoleForAmazonEKSNodegroup --query Role.Arn --output text >/dev/null; then
+        say "unchanged: service-linked role AWSServiceRoleForAmazonEKSNodegroup"
+    else
+        change aws iam create-service-linked-role --aws-service-name eks-nodegroup.amazonaws.com
     fi
 }
 
@@ -78,6 +124,8 @@ ensure_access_entry() {
 
 cloud_identity() {
     ensure_role
+    ensure_runner_policy
+    ensure_gpu_node_role
     ensure_cluster
     ensure_access_entry
     change aws eks update-kubeconfig --name "$CLUSTER_NAME" --region "$REGION" \

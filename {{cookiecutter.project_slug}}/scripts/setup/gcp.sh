@@ -9,23 +9,68 @@ VIEWER_ROLE=roles/container.clusterViewer
 CONNECTION_ARGS=()
 IMPERSONATE=(--as "$IDENTITY")
 
+GPU_NODE_GROUP="$(setting GPU_NODE_GROUP)"
+
 cloud_usage() { :; }
 cloud_option() { return 1; }
+
+# The member holds the role on the project (or, with --sa, on that service account).
+has_binding() {
+    local role="$1" member="$2" bound
+    shift 2
+    bound="$(query gcloud "$@" --flatten 'bindings[].members' \
+        --filter "bindings.role=$role AND bindings.members=$member" --format 'value(bindings.role)')" || return 1
+    [ -n "$bound" ]
+}
+
+grant() {
+    local role="$1" member="$2"
+    if has_binding "$role" "$member" projects get-iam-policy "$PROJECT_ID"; then
+        say "unchanged: $member has $role"
+    else
+        change gcloud projects add-iam-policy-binding "$PROJECT_ID" --member "$member" --role "$role" --condition None
+    fi
+}
+
+# dags/remote_kpo_gpu.py: a custom role with the node-pool permissions only, and the GPU
+# nodes' own service account, which the runner may attach to the nodes it creates.
+ensure_gpu_node_pools() {
+    local role_id node_sa current wanted
+    [ "$GPU_NODE_GROUP" = True ] || return 0
+    role_id="$(setting GPU_CUSTOM_ROLE_ID)"
+    node_sa="$(setting GPU_NODE_SERVICE_ACCOUNT)"
+    wanted="$(sed -n 's/^  - //p' gcp/gpu-node-pools-role.yaml | sort | tr '\n' ' ')"
+    if current="$(query gcloud iam roles describe "$role_id" --project "$PROJECT_ID" --format 'value(includedPermissions)')"; then
+        if [ "$(printf '%s' "$current" | tr ';' '\n' | sort | tr '\n' ' ')" = "$wanted" ]; then
+            say "unchanged: custom role $role_id"
+        else
+            change gcloud iam roles update "$role_id" --project "$PROJECT_ID" --file gcp/gpu-node-pools-role.yaml --quiet
+        fi
+    else
+        change gcloud iam roles create "$role_id" --project "$PROJECT_ID" --file gcp/gpu-node-pools-role.yaml
+    fi
+    grant "projects/$PROJECT_ID/roles/$role_id" "serviceAccount:$IDENTITY"
+    if query gcloud iam service-accounts describe "$node_sa" --project "$PROJECT_ID" --format 'value(email)' >/dev/null; then
+        say "unchanged: service account $node_sa"
+    else
+        change gcloud iam service-accounts create "${node_sa%%@*}" --project "$PROJECT_ID" \
+            --display-name "GPU nodes of the remote_kpo_gpu DAG"
+    fi
+    grant roles/container.defaultNodeServiceAccount "serviceAccount:$node_sa"
+    if has_binding roles/iam.serviceAccountUser "serviceAccount:$IDENTITY" iam service-accounts get-iam-policy "$node_sa" --project "$PROJECT_ID"; then
+        say "unchanged: $IDENTITY may attach $node_sa to nodes"
+    else
+        change gcloud iam service-accounts add-iam-policy-binding "$node_sa" --project "$PROJECT_ID" \
+            --member "serviceAccount:$IDENTITY" --role roles/iam.serviceAccountUser
+    fi
+}
 
 cloud_identity() {
     query gcloud container clusters describe "$CLUSTER_NAME" --location "$LOCATION" \
         --project "$PROJECT_ID" --format 'value(name)' >/dev/null \
         || die "cluster $CLUSTER_NAME not found in $PROJECT_ID/$LOCATION; check gcloud auth login and the project's answers"
-    local bound
-    bound="$(query gcloud projects get-iam-policy "$PROJECT_ID" --flatten 'bindings[].members' \
-        --filter "bindings.role=$VIEWER_ROLE AND bindings.members=serviceAccount:$IDENTITY" \
-        --format 'value(bindings.role)')" || die "cannot read the IAM policy of $PROJECT_ID"
-    if [ -n "$bound" ]; then
-        say "unchanged: $IDENTITY has $VIEWER_ROLE"
-    else
-        change gcloud projects add-iam-policy-binding "$PROJECT_ID" \
-            --member "serviceAccount:$IDENTITY" --role "$VIEWER_ROLE" --condition None
-    fi
+    grant "$VIEWER_ROLE" "serviceAccount:$IDENTITY"
+    ensure_gpu_node_pools
     change env KUBECONFIG="$ADMIN_KUBECONFIG" gcloud container clusters get-credentials "$CLUSTER_NAME" \
         --location "$LOCATION" --project "$PROJECT_ID"
 }
