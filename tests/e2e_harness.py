@@ -3,7 +3,9 @@
 What is real: the rendered project (DAGs, include/, scripts/write_connection.py, k8s/ and, on
 AWS, the trust policy and access entry), Airflow 3.3 with cncf-kubernetes, the kubernetes
 clients, the rendered kubeconfig exec plugin and TLS verification.
-What is simulated: the cluster (kube_api_double), STS AssumeRole (kube_api_double.sts), the
+What is simulated: the cluster (kube_api_double), STS AssumeRole (kube_api_double.sts), the EKS
+control-plane API for DescribeCluster and node groups (kube_api_double.eks, which enforces the
+rendered aws/runner-policy.json), the
 `aws`/`kubectl` CLIs that scripts/write_connection.py asks for the endpoint and CA (they answer
 with the double's), and the image: the plugin path /usr/local/airflow is replaced by the
 project folder because no image runs here. Nothing else in the connection is changed.
@@ -22,6 +24,7 @@ from pathlib import Path
 import yaml
 from kube_api_double import ApiDouble
 from kube_api_double.auth import AwsCredential, EksAuthenticator
+from kube_api_double.eks import EksDouble
 from kube_api_double.sts import StsDouble
 
 IMAGE_HOME = "/usr/local/airflow"
@@ -72,8 +75,10 @@ class Cluster:
     role: dict | None = None  # override the rendered Role (least-privilege tests)
     double_options: dict = field(default_factory=dict)  # pending_seconds, extra_run_seconds
     sa_token_ttl: float = 3600
+    eks_api_options: dict = field(default_factory=dict)  # polls_to_active, create_fails, ...
     double: ApiDouble = field(init=False)
     sts: StsDouble | None = field(init=False, default=None)
+    eks_api: EksDouble | None = field(init=False, default=None)
 
     def __post_init__(self):
         import importlib.util
@@ -103,15 +108,23 @@ class Cluster:
             astro = trust["Statement"][0]["Principal"]["AWS"]
             eks.credentials[ASTRO_KEY] = AwsCredential(ASTRO_SECRET, astro)
             self.sts = StsDouble(eks, trust, rc.RUNNER_ROLE_ARN, {ASTRO_KEY: astro}).start()
+            policy = self.project / "aws" / "runner-policy.json"
+            if policy.exists():  # the native operator or the GPU DAG call the EKS API
+                self.eks_api = EksDouble(eks, json.loads(policy.read_text()), account=rc.AWS_ACCOUNT_ID, endpoint="",
+                                         ca_data="", **self.eks_api_options).start()
+                self.double_options.setdefault("nodes", self.eks_api.node_groups_ready)
         self.double = ApiDouble(rc.REMOTE_NAMESPACE, [self.role or self.manifest("role")], [self.manifest("rolebinding")],
                                 eks=eks, **self.double_options).start()
-        self.connection = self._write_connection()
+        if self.eks_api:
+            self.eks_api.endpoint, self.eks_api.ca_data = self.double.url, self.double.ca_data
+        self.connections = self._write_connection()
         return self
 
     def __exit__(self, *exc):
         self.double.stop()
-        if self.sts:
-            self.sts.stop()
+        for double in (self.sts, self.eks_api):
+            if double:
+                double.stop()
 
     def _write_connection(self) -> str:
         """Run the project's own scripts/write_connection.py against CLI stand-ins."""
@@ -126,9 +139,19 @@ class Cluster:
         env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
         subprocess.run([sys.executable, "scripts/write_connection.py", *args], cwd=self.project, env=env,
                        check=True, capture_output=True)
-        (assignment,) = shlex.split((self.project / "connection.env").read_text(), comments=True)
-        value = assignment.partition("=")[2]
-        return value.replace(IMAGE_HOME, str(self.project))
+        connections = {}
+        for assignment in shlex.split((self.project / "connection.env").read_text(), comments=True):
+            name, _, value = assignment.partition("=")
+            conn = json.loads(value.replace(IMAGE_HOME, str(self.project)))
+            if conn["conn_type"] == "aws" and self.eks_api:  # boto3 reaches the doubles, nothing else changes
+                conn["extra"]["service_config"] = {"sts": {"endpoint_url": self.sts.url},
+                                                   "eks": {"endpoint_url": self.eks_api.url}}
+            connections[name] = json.dumps(conn)
+        return connections
+
+    @property
+    def connection(self) -> str:
+        return self.connections[f"AIRFLOW_CONN_{self.rc.KUBERNETES_CONN_ID.upper()}"]
 
     def env(self, **extra: str) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_", "KPO_"))}
@@ -137,11 +160,17 @@ class Cluster:
             AIRFLOW__CORE__DAGS_FOLDER=str(self.project / "dags"),
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
             PYTHONPATH=str(self.project),
-            **{f"AIRFLOW_CONN_{self.rc.KUBERNETES_CONN_ID.upper()}": self.connection},
+            # As in the image: the python3.X that EksPodOperator's kubeconfig runs is Airflow's own.
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            **self.connections,
         )
         if self.sts:  # the Astro deployment's workload identity, as fake static credentials
-            env.update(AWS_ACCESS_KEY_ID=ASTRO_KEY, AWS_SECRET_ACCESS_KEY=ASTRO_SECRET, AWS_ENDPOINT_URL_STS=self.sts.url,
+            env.update(AWS_ACCESS_KEY_ID=ASTRO_KEY, AWS_SECRET_ACCESS_KEY=ASTRO_SECRET,
                        AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true")
+            if self.rc.POD_OPERATOR != "native":
+                # include/kube_auth/eks_token.py's AssumeRole; the native operator's goes through the
+                # aws connection (service_config), and its token must name the real regional STS host.
+                env.update(AWS_ENDPOINT_URL_STS=self.sts.url)
         env.update(extra)
         return env
 

@@ -68,12 +68,16 @@ class ApiDouble:
     """Start with ``ApiDouble(namespace, manifests=[...]).start()``; see the package docstring."""
 
     def __init__(self, namespace: str, roles: list[dict], bindings: list[dict], *, eks: EksAuthenticator | None = None,
-                 pending_seconds: float = 0.3, extra_run_seconds: float = 0.0):
+                 pending_seconds: float = 0.3, extra_run_seconds: float = 0.0, nodes=None, exit_code: int = 0):
         self.namespace = namespace
         self.rbac = Rbac(roles, bindings)
         self.eks = eks
         self.sa_tokens = ServiceAccountTokens()
         self.pending_seconds = pending_seconds
+        # nodes(): the labels of each node that exists (e.g. EksDouble.node_groups_ready); a pod
+        # with a nodeSelector stays Pending until one matches. None: any pod is scheduled.
+        self.nodes = nodes
+        self.exit_code = exit_code  # what a container that is not `python -c` exits with
         self.extra_run_seconds = extra_run_seconds
         self.revoked_before = 0.0
         self.pods: dict[str, SimPod] = {}
@@ -159,6 +163,12 @@ class ApiDouble:
         """Pending -> Running -> Succeeded/Failed; the base container's script runs locally."""
         time.sleep(self.pending_seconds)
         spec = pod.body["spec"]
+        selector = spec.get("nodeSelector") or {}
+        while self.nodes is not None and selector and not any(
+                selector.items() <= node.items() for node in self.nodes()):
+            if pod.deleted:
+                return
+            time.sleep(0.2)
         base = next(c for c in spec["containers"] if c["name"] == "base")
         has_sidecar = any(c["name"] == XCOM_SIDECAR for c in spec["containers"])
         started = now_iso()
@@ -198,7 +208,7 @@ class ApiDouble:
         command = (container.get("command") or []) + (container.get("args") or [])
         if command[:2] != ["python", "-c"] or len(command) < 3:
             pod.logs.append((time.time(), f"(double) ran {command}"))
-            return 0
+            return self.exit_code
         with tempfile.TemporaryDirectory() as xcom_dir:
             script = command[2].replace("/airflow/xcom", xcom_dir)
             proc = subprocess.Popen([sys.executable, "-u", "-c", script], stdout=subprocess.PIPE,

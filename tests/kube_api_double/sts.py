@@ -1,4 +1,4 @@
-"""A TEST DOUBLE of STS AssumeRole on 127.0.0.1 (plain HTTP), enforcing a rendered trust policy.
+"""A TEST DOUBLE of STS AssumeRole (and GetCallerIdentity) on 127.0.0.1 (plain HTTP), enforcing a rendered trust policy.
 
 The caller is identified by the access key in its SigV4 Authorization header (the signature
 itself is not re-checked here; the EKS token's signature is, in auth.py). AssumeRole succeeds
@@ -23,6 +23,10 @@ ASSUMED = """<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15
 <SessionToken>{token}</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>
 <AssumedRoleUser><Arn>{arn}</Arn><AssumedRoleId>AROADOUBLE:{session}</AssumedRoleId></AssumedRoleUser>
 </AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></AssumeRoleResponse>"""
+
+IDENTITY = """<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>
+<Arn>{arn}</Arn><UserId>AROADOUBLE:session</UserId><Account>{account}</Account></GetCallerIdentityResult>
+<ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></GetCallerIdentityResponse>"""
 
 
 class StsDouble:
@@ -56,6 +60,12 @@ class StsDouble:
     def assume(self, access_key: str, form: dict) -> tuple[int, str]:
         self.calls.append({"caller": access_key, **form})
         caller = self.callers.get(access_key)
+        if form.get("Action") == "GetCallerIdentity":  # who holds this key: a caller or a session
+            known = self.eks.credentials.get(access_key)
+            arn = caller or (known.principal_arn if known else None)
+            if arn is None:
+                return 403, DENIED.format("The security token included in the request is invalid")
+            return 200, IDENTITY.format(arn=arn, account=arn.split(":")[4])
         if form.get("Action") != "AssumeRole" or form.get("RoleArn") != self.role_arn:
             return 403, DENIED.format("not the runner role")
         if caller != self.trusted:
