@@ -27,11 +27,25 @@ MATRIX_KEYS = ("cloud", "xcom")
 MATRIX = [dict(zip(MATRIX_KEYS, combo, strict=True)) for combo in itertools.product(*(choices(k) for k in MATRIX_KEYS))]
 
 
+# The options only some clouds offer, each rendered at least once (and together on AWS).
+OPTION_CASES = [
+    {"cloud": "aws", "xcom": False, "pod_operator": "native", "gpu_node_group": True},
+    {"cloud": "aws", "xcom": True, "gpu_node_group": True},
+    {"cloud": "gcp", "xcom": True, "pod_operator": "native"},
+    {"cloud": "gcp", "xcom": False, "gpu_node_group": True},
+]
+for _case in OPTION_CASES:
+    assert all(value in choices(key) for key, value in _case.items()), _case
+
+
 def case_id(answers: dict) -> str:
-    return f"{answers['cloud']}-{'xcom' if answers['xcom'] else 'noxcom'}"
+    parts = [answers["cloud"], "xcom" if answers["xcom"] else "noxcom"]
+    parts += ["native"] if answers.get("pod_operator") == "native" else []
+    parts += ["gpu"] if answers.get("gpu_node_group") else []
+    return "-".join(parts)
 
 
-CASES = [pytest.param(a, id=case_id(a)) for a in MATRIX]
+CASES = [pytest.param(a, id=case_id(a)) for a in MATRIX + OPTION_CASES]
 
 
 def check_keys(extra: dict) -> dict:

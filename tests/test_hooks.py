@@ -57,8 +57,8 @@ BAD = [
 
 
 def answers(**overrides) -> dict:
-    base = {k: v for k, v in CONFIG.items() if not k.startswith("_")}
-    base["cloud"] = "aws"
+    base = {k: v[0] if isinstance(v, list) else v for k, v in CONFIG.items() if not k.startswith("_")}
+    base["_clouds"] = CONFIG["_clouds"]
     base["project_slug"] = "remote_kpo"
     return base | overrides
 
@@ -116,3 +116,11 @@ def test_template_code_passes_ruff():
     done = subprocess.run([str(COOKIECUTTER.parent / "ruff"), "check", "--no-cache", *map(str, paths)],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout
+
+
+@pytest.mark.parametrize("cloud,option,value", [("azure", "pod_operator", "native"), ("generic", "pod_operator", "native"),
+                                                ("azure", "gpu_node_group", True), ("generic", "gpu_node_group", True)])
+def test_options_a_cloud_lacks_are_refused_in_one_line(cloud, option, value):
+    error = PRE.check_combinations(answers(cloud=cloud, **{option: value}))
+    assert error and error.startswith(f"ERROR: {option}: ") and f"allowed for {cloud}: " in error
+    assert "\n" not in error
