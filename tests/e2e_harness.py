@@ -202,14 +202,19 @@ def variant(project: Path, tmp: Path, *, deferrable: bool = True, retries: int |
     shutil.copytree(project, target)
     dag = target / "dags" / "remote_kpo.py"
     text = dag.read_text()
+    def swap(old: str, new: str) -> str:
+        assert old in text, f"variant(): {old!r} is no longer in remote_kpo.py"
+        return text.replace(old, new)
+
     if not deferrable:
-        text = text.replace("deferrable=True,", "deferrable=False,")
+        text = swap("deferrable=True,", "deferrable=False,")
     if retries is not None:
-        text = text.replace('default_args={"retries": 2,', f'default_args={{"retries": {retries},')
+        text = swap('default_args={"retries": 2,', f'default_args={{"retries": {retries},')
     if upstream_operator:
-        text = text.replace("from include.remote_pod import RemotePodOperator",
-                            "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator")
-        text = text.replace("RemotePodOperator(", "KubernetesPodOperator(")
+        text = swap("from include.remote_pod import CLUSTER_ARGS, RemotePodOperator",
+                            "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator\n"
+                            "from include.remote_pod import CLUSTER_ARGS")
+        text = swap("RemotePodOperator(", "KubernetesPodOperator(")
     dag.write_text(text)
     return target
 

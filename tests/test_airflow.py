@@ -24,7 +24,9 @@ for dag in bag.dags.values():
     for t in dag.tasks:
         if isinstance(t, KubernetesPodOperator):
             tasks[f"{dag.dag_id}.{t.task_id}"] = {
-                "conn": t.kubernetes_conn_id, "namespace": t.namespace, "in_cluster": t.in_cluster,
+                "class": [c.__name__ for c in type(t).__mro__],
+                "conn": getattr(t, "aws_conn_id", None) or getattr(t, "gcp_conn_id", None) or t.kubernetes_conn_id,
+                "namespace": t.namespace, "in_cluster": t.in_cluster,
                 "deferrable": t.deferrable, "xcom": t.do_xcom_push, "pool": t.pool,
                 "get_logs": t.get_logs, "startup": t.startup_timeout_seconds,
                 "on_finish": t.on_finish_action.value,
@@ -39,14 +41,25 @@ def test_dagbag_loads_with_expected_operators(project, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["errors"] == {}
-    assert found["dags"] == ["check_remote_cluster", "remote_kpo"]
-    (pod,) = found["pods"].values()
     answers = project.answers
+    gpu = answers.get("gpu_node_group", False)
+    assert found["dags"] == ["check_remote_cluster", "remote_kpo", *(["remote_kpo_gpu"] if gpu else [])]
+    assert set(found["pods"]) == {"remote_kpo.hello_remote", *(["remote_kpo_gpu.gpu_pod"] if gpu else [])}
+    pod = found["pods"].pop("remote_kpo.hello_remote")
+    native = answers.get("pod_operator") == "native"
+    expected_class = {"aws": "EksPodOperator", "gcp": "GKEStartPodOperator"}[answers["cloud"]] if native else \
+        "KubernetesPodOperator"
+    assert expected_class in pod.pop("class") and "KeepFinishedPodResult" in found["pods"].get(
+        "remote_kpo_gpu.gpu_pod", {"class": ["KeepFinishedPodResult"]})["class"]
     assert pod == {
         "conn": answers["kubernetes_conn_id"], "namespace": answers["namespace"], "in_cluster": False,
         "deferrable": True, "xcom": answers["xcom"], "pool": "remote_kpo", "get_logs": True,
         "startup": 900, "on_finish": "delete_pod",
     }
+    if gpu:  # the GPU pod: same cluster, waits for its node, no XCom, never retried
+        gpu_pod = found["pods"]["remote_kpo_gpu.gpu_pod"]
+        assert gpu_pod["namespace"] == answers["namespace"] and gpu_pod["deferrable"] is True
+        assert gpu_pod["startup"] >= 1200 and gpu_pod["xcom"] is False
 
 
 def test_rendered_project_tests_pass(project, tmp_path):

@@ -52,11 +52,21 @@ def test_expected_files_present_and_other_clouds_pruned(project):
     rel = {p.relative_to(project.path).as_posix() for p in project.files()}
     assert set(SKELETON) <= rel
     clouds = CONFIG["_clouds"]
-    mine = set(clouds[project.answers["cloud"]]["paths"])
+    answers = project.answers
+    mine = set(clouds[answers["cloud"]]["paths"])
+    native, gpu = answers.get("pod_operator") == "native", answers.get("gpu_node_group", False)
+    if native:
+        mine -= set(clouds[answers["cloud"]]["native"]["prune"])
+    if not gpu:
+        mine.discard("gcp")  # the folder holds only the GPU node-pool role
     for name, cloud in clouds.items():
         for path in cloud["paths"]:
             present = any(r == path or r.startswith(path + "/") for r in rel)
             assert present == (path in mine), (name, path)
+    # Files only an option brings.
+    assert ("dags/remote_kpo_gpu.py" in rel) == gpu and ("include/gpu_nodes.py" in rel) == gpu
+    assert ("aws/runner-policy.json" in rel) == (answers["cloud"] == "aws" and (native or gpu))
+    assert ("aws/gpu-node-trust-policy.json" in rel) == (answers["cloud"] == "aws" and gpu)
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -80,6 +90,8 @@ def test_dockerfile_pins_runtime_and_verifies_every_download(project):
         assert instruction["instruction"] == "ADD", f"download outside ADD --checksum: {instruction['content']}"
         assert re.match(r"--checksum=sha256:[0-9a-f]{64}\s", instruction["value"]), instruction["content"]
     toolchain = CONFIG["_clouds"][project.answers["cloud"]]["toolchain"]
+    if project.answers.get("pod_operator") == "native":
+        toolchain = None  # the native operator needs no plugin
     assert len(downloads) == (2 if toolchain else 0)  # one per architecture
     assert all(i["instruction"] != "USER" or i["value"] != "root" for i in parser.structure)
 
@@ -93,14 +105,20 @@ def test_python_passes_ruff_with_airflow_rules(project):
 def test_names_agree_across_files(project):
     answers = project.answers
     settings = yaml.safe_load((project.path / "airflow_settings.yaml").read_text())["airflow"]
-    (connection,) = settings["connections"]
+    connection, *cloud_connections = settings["connections"]
     assert connection["conn_id"] == answers["kubernetes_conn_id"]
-    assert connection["conn_extra"]["namespace"] == answers["namespace"]
+    if answers.get("pod_operator") == "native":
+        assert connection["conn_type"] in ("aws", "google_cloud_platform") and not cloud_connections
+    else:
+        assert connection["conn_extra"]["namespace"] == answers["namespace"]
+        # The GPU DAG's node-group calls need the cloud's own connection next to the kubeconfig one.
+        assert [c["conn_id"] for c in cloud_connections] == (
+            [f"{answers['kubernetes_conn_id']}_{answers['cloud']}"] if answers.get("gpu_node_group") else [])
     for manifest in (project.path / "k8s").glob("*.yaml"):
         doc = yaml.safe_load(manifest.read_text())
         assert answers["namespace"] in (doc["metadata"].get("namespace"), doc["metadata"]["name"]), manifest
     constants = (project.path / "include/remote_cluster.py").read_text()
-    assert f'KUBERNETES_CONN_ID = "{answers["kubernetes_conn_id"]}"' in constants
+    assert f'CONNECTION_ID = "{answers["kubernetes_conn_id"]}"' in constants
     assert f'REMOTE_NAMESPACE = "{answers["namespace"]}"' in constants
     pools = [p["pool_name"] for p in settings["pools"]]
     assert re.search(r'REMOTE_POOL = "(\w+)"', constants).group(1) in pools
