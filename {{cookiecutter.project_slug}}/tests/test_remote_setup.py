@@ -140,3 +140,42 @@ def test_gpu_node_group_is_deleted_whatever_happens(pod_tasks):
     assert pod.container_resources.limits["nvidia.com/gpu"] == "1"
     assert any(t.key == "nvidia.com/gpu" and t.effect == "NoSchedule" for t in pod.tolerations)
     assert ready.mode == "reschedule", "waiting for a node holds no worker slot"
+
+
+@pytest.mark.skipif(not (rc.GPU_NODE_GROUP and rc.CLOUD == "gcp"), reason="GKE node pools only")
+def test_node_pool_calls_are_safe_to_repeat():
+    """Create tolerates a pool from an earlier try; status and delete tolerate a pool that is gone."""
+    from google.api_core.exceptions import AlreadyExists, NotFound
+    from google.cloud import container_v1
+
+    from include import gpu_nodes
+
+    class Client:
+        def __init__(self):
+            self.pools = {}
+
+        def create_node_pool(self, parent, node_pool):
+            assert parent == gpu_nodes.CLUSTER_PATH
+            if node_pool.name in self.pools:
+                raise AlreadyExists("exists")
+            self.pools[node_pool.name] = node_pool
+
+        def get_node_pool(self, name):
+            pool = self.pools.get(name.rsplit("/", 1)[1])
+            if pool is None:
+                raise NotFound("gone")
+            return container_v1.NodePool(name=pool.name, status=container_v1.NodePool.Status.RUNNING)
+
+        def delete_node_pool(self, name):
+            if self.pools.pop(name.rsplit("/", 1)[1], None) is None:
+                raise NotFound("gone")
+
+    client = Client()
+    assert gpu_nodes.status(client) == gpu_nodes.GONE
+    assert gpu_nodes.create(client) == "creating" and gpu_nodes.create(client) == "already exists"
+    pool = client.pools[rc.GPU_NODE_GROUP_NAME]
+    (accelerator,) = pool.config.accelerators
+    assert accelerator.accelerator_type == rc.GPU_ACCELERATOR and accelerator.accelerator_count == 1
+    assert pool.config.service_account == rc.GPU_NODE_SERVICE_ACCOUNT
+    assert gpu_nodes.status(client) == "RUNNING"
+    assert gpu_nodes.delete(client) is True and gpu_nodes.delete(client) is False
