@@ -60,19 +60,34 @@ def test_checkov_finds_nothing_unexplained(project, checkov):
     assert sum(r["summary"]["passed"] for r in reports) > 10
 
 
-def test_aws_permission_policies_pass_parliament(render):
+@pytest.mark.parametrize("options", [{}, {"pod_operator": "native"}, {"gpu_node_group": True},
+                                     {"pod_operator": "native", "gpu_node_group": True}],
+                         ids=["default", "native", "gpu", "native-gpu"])
+def test_aws_permission_policies_pass_parliament(render, options):
     from parliament import analyze_policy_string
 
-    project = render({"cloud": "aws", "xcom": True})
+    project = render({"cloud": "aws", "xcom": True, **options})
     policies = [json.loads(p.read_text()) for p in sorted((project.path / "aws").glob("*.json"))]
     permission = [p for p in policies if "Version" in p and any("Resource" in s for s in p["Statement"])]
-    for policy in permission:
-        assert analyze_policy_string(json.dumps(policy)).findings == []
-        for statement in policy["Statement"]:
-            assert statement["Action"] in ("eks:DescribeCluster", ["eks:DescribeCluster"])
-            assert statement["Resource"].endswith(f":cluster/{project.answers['cluster_name']}")
-    # Today the runner role needs no permission at all: presigning STS GetCallerIdentity is free.
-    assert permission == []
+    if not options:  # the kubeconfig path: presigning STS GetCallerIdentity needs no permission at all
+        assert permission == []
+        return
+    (policy,) = permission
+    assert analyze_policy_string(json.dumps(policy)).findings == []
+    cluster = project.answers["cluster_name"]
+    granted = {}
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow" and "*" not in statement["Resource"].split(":")[-1].split("/")[0]
+        for action in [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]:
+            granted[action] = statement["Resource"]
+    assert granted.pop("eks:DescribeCluster").endswith(f":cluster/{cluster}")
+    if options.get("gpu_node_group"):
+        assert granted.pop("eks:CreateNodegroup").endswith(f":cluster/{cluster}")
+        for action in ("eks:DescribeNodegroup", "eks:DeleteNodegroup", "eks:TagResource"):
+            assert granted.pop(action).endswith(f":nodegroup/{cluster}/airflow-gpu-*/*"), action
+        for action in ("iam:GetRole", "iam:PassRole"):
+            assert granted.pop(action).endswith(":role/remote-kpo-gpu-node"), action
+    assert granted == {}, "nothing beyond what the options need"
 
 
 def test_parliament_would_catch_a_broad_policy():

@@ -6,7 +6,8 @@ DescribeNodegroup, DeleteNodegroup), in the shapes botocore parses, errors inclu
 (the signature itself is not re-checked), which must be a session the STS double handed
 out; each call is then allowed only if the rendered permission policy
 (aws/runner-policy.json) grants its IAM action on its resource ARN, so the policy is proven
-sufficient. Node groups move CREATING -> ACTIVE (or CREATE_FAILED) and DELETING -> gone
+sufficient (Allow statements with wildcards; conditions are not evaluated, parliament checks
+those in tests/test_security.py). Node groups move CREATING -> ACTIVE (or CREATE_FAILED) and DELETING -> gone
 after a given number of describes, and ``node_groups_ready`` tells the Kubernetes double
 which nodes exist, so a pod aimed at a node group is only scheduled while it is ACTIVE.
 """
