@@ -31,7 +31,7 @@ def prune(project: Path, paths: set[str]) -> None:
 def remove_empty_dirs(project: Path) -> None:
     """Folders whose files were all optional (conditional file names) go too."""
     for folder in sorted((p for p in project.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        if not any(folder.iterdir()) and folder.name != "plugins":
+        if not any(folder.iterdir()):
             folder.rmdir()
 
 

@@ -22,11 +22,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .auth import EksAuthenticator
+from .local import LocalServer
 
 ROUTE = re.compile(r"^/clusters/(?P<cluster>[^/]+)(?:/node-groups(?:/(?P<nodegroup>[^/]+))?)?/?$")
 
 
-class EksDouble:
+class EksDouble(LocalServer):
     def __init__(self, auth: EksAuthenticator, policy: dict, *, account: str, endpoint: str, ca_data: str,
                  subnets: tuple[str, ...] = ("subnet-0aaa", "subnet-0bbb"), polls_to_active: int = 2,
                  polls_to_gone: int = 2, create_fails: bool = False):
@@ -153,11 +154,3 @@ class EksDouble:
         with self.lock:
             return [{**g["spec"].get("labels", {}), "eks.amazonaws.com/nodegroup": name}
                     for name, g in self.nodegroups.items() if g["status"] == "ACTIVE"]
-
-    def start(self) -> EksDouble:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()

@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from .auth import EKS_PREFIX, EksAuthenticator, Identity, Rbac, ServiceAccountTokens, Unauthorized
+from .local import LocalServer
 from .tls import make_ca_and_server_cert
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -64,7 +65,7 @@ class SimPod:
     xcom: str | None = None
 
 
-class ApiDouble:
+class ApiDouble(LocalServer):
     """Start with ``ApiDouble(namespace, manifests=[...]).start()``; see the package docstring."""
 
     def __init__(self, namespace: str, roles: list[dict], bindings: list[dict], *, eks: EksAuthenticator | None = None,
@@ -96,13 +97,8 @@ class ApiDouble:
         self.url = f"https://127.0.0.1:{self.httpd.server_port}"
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> ApiDouble:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True, name="kube-api-double").start()
-        return self
-
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().stop()
         self._tmp.cleanup()
 
     def __enter__(self) -> ApiDouble:

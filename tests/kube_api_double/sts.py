@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
 
 from .auth import AwsCredential, EksAuthenticator
+from .local import LocalServer
 
 DENIED = ("<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>{}</Message></Error>"
           "<RequestId>1</RequestId></ErrorResponse>")
@@ -29,7 +29,7 @@ IDENTITY = """<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/20
 <ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></GetCallerIdentityResponse>"""
 
 
-class StsDouble:
+class StsDouble(LocalServer):
     def __init__(self, eks: EksAuthenticator, trust_policy: dict, role_arn: str, callers: dict[str, str]):
         """callers: access key id -> principal ARN of whoever holds it (e.g. the Astro identity)."""
         self.eks, self.role_arn, self.callers = eks, role_arn, callers
@@ -78,11 +78,3 @@ class StsDouble:
         arn = f"arn:aws:sts::{account}:assumed-role/{role}/{session}"
         self.eks.credentials[key] = AwsCredential(secret, arn, session_token=token)
         return 200, ASSUMED.format(key=key, secret=secret, token=token, arn=arn, session=session)
-
-    def start(self) -> StsDouble:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()

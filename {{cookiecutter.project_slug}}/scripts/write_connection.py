@@ -175,35 +175,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.placeholder:
         write_settings(rc.connections())
         return 0
-    if rc.POD_OPERATOR == "native":
-        # The native operator asks the cloud for endpoint and CA itself: nothing to look up.
-        if args.dry_run:
-            print(f"would write: {SETTINGS.name}, {CONNECTION_ENV.name}")
-            return 0
-        write_settings(rc.connections())
-        write_private(CONNECTION_ENV, connection_env(rc.connections()))
-        print(f"wrote {SETTINGS.name} and {CONNECTION_ENV.name} ({rc.CONNECTION_TYPE} connection {rc.CONNECTION_ID})")
-        print("next: astro dev start, then trigger the check_remote_cluster DAG")
-        return 0
+    # The native operator asks the cloud for endpoint and CA itself: nothing to look up.
+    native = rc.POD_OPERATOR == "native"
     from_kubeconfig = bool(args.kubeconfig or args.context) or rc.EXEC_PLUGIN is None
-    planned = [kubectl(args.kubeconfig, args.context, "config", "view", "--raw", "--minify")
-               if from_kubeconfig else cloud_command()]
-    if rc.EXEC_PLUGIN is None:
+    planned = [] if native else [kubectl(args.kubeconfig, args.context, "config", "view", "--raw", "--minify")
+                                 if from_kubeconfig else cloud_command()]
+    if not native and rc.EXEC_PLUGIN is None:
         planned.append(token_command(args.kubeconfig, args.context, args.token_duration))
     if args.dry_run:
         for cmd in planned:
             print("would run:", shlex.join(cmd))
         print(f"would write: {SETTINGS.name}, {CONNECTION_ENV.name}")
         return 0
-    if from_kubeconfig:
-        server, ca_data = endpoint_from_kubeconfig(args.kubeconfig, args.context)
+    if native:
+        connections, target = rc.connections(), f"the {rc.CONNECTION_TYPE} connection"
     else:
-        server, ca_data = endpoint_from_cloud(json.loads(run(cloud_command())))
-    token = "" if rc.EXEC_PLUGIN else run(token_command(args.kubeconfig, args.context, args.token_duration)).strip()
-    connections = rc.connections(server=server, ca_data=ca_data, token=token)
+        if from_kubeconfig:
+            server, ca_data = endpoint_from_kubeconfig(args.kubeconfig, args.context)
+        else:
+            server, ca_data = endpoint_from_cloud(json.loads(run(cloud_command())))
+        token = "" if rc.EXEC_PLUGIN else run(token_command(args.kubeconfig, args.context, args.token_duration)).strip()
+        connections, target = rc.connections(server=server, ca_data=ca_data, token=token), server
     write_settings(connections)
     write_private(CONNECTION_ENV, connection_env(connections))
-    print(f"wrote {SETTINGS.name} and {CONNECTION_ENV.name} for {server} (connection {rc.KUBERNETES_CONN_ID})")
+    print(f"wrote {SETTINGS.name} and {CONNECTION_ENV.name} for {target} (connection {rc.CONNECTION_ID})")
     print("next: astro dev start, then trigger the check_remote_cluster DAG")
     return 0
 
