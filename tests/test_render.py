@@ -11,21 +11,30 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONFIG, SHARED_SCHEMAS
+from conftest import AWS_CASES, CONFIG, CUSTOM, CUSTOM_CASES, FREE_TEXT, params
 from dockerfile_parse import DockerfileParser
 
 BIN = Path(sys.executable).parent
 KUBERNETES_VERSIONS = ["1.31.0", "1.34.0", "1.37.0"]
-# What `astro dev init` writes for Runtime 3, plus our additions common to every cloud.
-SKELETON = [
-    ".astro/config.yaml", ".astro/test_dag_integrity_default.py", ".astro/dag_integrity_exceptions.txt",
-    "dags/.airflowignore", "plugins/.gitkeep", "tests/dags/test_dag_example.py",
-    "Dockerfile", "requirements.txt", "packages.txt", "airflow_settings.yaml", ".env",
-    ".gitignore", ".dockerignore", "README.md",
-    "dags/remote_kpo.py", "dags/check_remote_cluster.py", "include/remote_cluster.py",
-    "include/preflight.py", "include/remote_pod.py", "scripts/write_connection.py", "tests/test_remote_setup.py",
-    "k8s/namespace.yaml", "k8s/role.yaml", "k8s/rolebinding.yaml",
-]
+GOLDEN = Path(__file__).resolve().parent / "golden_files.txt"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+
+
+def golden_lists() -> dict[str, set[str]]:
+    sections: dict[str, set[str]] = {}
+    current = None
+    for line in GOLDEN.read_text().splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], set())
+        elif line and not line.startswith("#"):
+            current.add(line)
+    return sections
+
+
+def variant_answers(variant: str) -> dict:
+    cloud, *options = variant.split("-")
+    return {"cloud": cloud, "xcom": True, "pod_operator": "native" if "native" in options else "kubernetes",
+            "gpu_node_group": "gpu" in options}
 
 
 def run(*cmd, cwd=None) -> subprocess.CompletedProcess:
@@ -48,25 +57,47 @@ def test_every_data_file_parses_and_python_compiles(project, tmp_path):
             py_compile.compile(str(path), cfile=str(tmp_path / "x.pyc"), doraise=True)
 
 
-def test_expected_files_present_and_other_clouds_pruned(project):
+@pytest.mark.parametrize("custom", [False, True], ids=["defaults", "custom"])
+@pytest.mark.parametrize("variant", sorted(set(golden_lists()) - {"common"}))
+def test_files_match_the_golden_list(render, variant, custom):
+    """Every file the variant should have, and nothing else (other clouds' and options' files pruned)."""
+    golden = golden_lists()
+    project = render(variant_answers(variant) | (CUSTOM if custom else {}))
     rel = {p.relative_to(project.path).as_posix() for p in project.files()}
-    assert set(SKELETON) <= rel
-    clouds = CONFIG["_clouds"]
-    answers = project.answers
-    mine = set(clouds[answers["cloud"]]["paths"])
-    native, gpu = answers.get("pod_operator") == "native", answers.get("gpu_node_group", False)
-    if native:
-        mine -= set(clouds[answers["cloud"]]["native"]["prune"])
-    if not gpu:
-        mine.discard("gcp")  # the folder holds only the GPU node-pool role
-    for name, cloud in clouds.items():
-        for path in cloud["paths"]:
-            present = any(r == path or r.startswith(path + "/") for r in rel)
-            assert present == (path in mine), (name, path)
-    # Files only an option brings.
-    assert ("dags/remote_kpo_gpu.py" in rel) == gpu and ("include/gpu_nodes.py" in rel) == gpu
-    assert ("aws/runner-policy.json" in rel) == (answers["cloud"] == "aws" and (native or gpu))
-    assert ("aws/gpu-node-trust-policy.json" in rel) == (answers["cloud"] == "aws" and gpu)
+    expected = golden["common"] | golden[variant]
+    assert rel == expected, f"unexpected: {sorted(rel - expected)}; missing: {sorted(expected - rel)}"
+
+
+def test_golden_lists_cover_every_variant():
+    """A new option or cloud needs its golden list: the variants follow cookiecutter.json's choices."""
+    variants = {"common"}
+    for cloud, spec in CONFIG["_clouds"].items():
+        for native in [False, True] if spec["native"] else [False]:
+            for gpu in [False, True] if spec["gpu_node_group"] else [False]:
+                variants.add(cloud + "-native" * native + "-gpu" * gpu)
+    assert set(golden_lists()) == variants
+
+
+# Values that also name template constants: remote_kpo is the example DAG's id and pool name and
+# remote-kpo its tag, so the default slug is looked for through the names derived from it.
+SLUG_DERIVED = ("remote-kpo-kpo-runner", "remote-kpo-remote-kpo", "remote-kpo-gpu-node", "managed-by: remote-kpo",
+                "name: remote-kpo\n")
+
+
+@pytest.mark.parametrize("answers", params(CUSTOM_CASES))
+def test_no_default_answer_survives_in_a_custom_render(render, answers):
+    """With every free-text answer changed, no default value may be left anywhere in the project."""
+    project = render(answers)
+    assert project.path.name == CUSTOM["project_slug"]
+    defaults = {key: CONFIG[key] for key in FREE_TEXT if key != "project_slug"}
+    survivors = []
+    for path in project.files():
+        text = path.read_text()
+        survivors += [f"{path.relative_to(project.path)}: {key}={value!r}" for key, value in defaults.items()
+                      if value in text]
+        survivors += [f"{path.relative_to(project.path)}: project_slug ({form!r})" for form in SLUG_DERIVED
+                      if form in text]
+    assert not survivors, survivors
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -132,12 +163,12 @@ def test_role_has_exec_only_with_xcom(project):
     assert all("*" not in rule["verbs"] and "watch" not in rule["verbs"] for rule in role["rules"])
 
 
-def test_eksctl_cluster_config_matches_schema(render):
-    jsonschema = pytest.importorskip("jsonschema")
-    schema_path = SHARED_SCHEMAS / "eksctl-clusterconfig-v1alpha5.schema.json"
-    if not schema_path.exists():
-        pytest.skip(f"eksctl schema not found at {schema_path} (../shared is absent)")
-    project = render({"cloud": "aws", "xcom": True})
+@pytest.mark.parametrize("answers", AWS_CASES)
+def test_eksctl_cluster_config_matches_schema(render, answers):
+    import jsonschema
+
+    schema_path = SCHEMAS / "eksctl-clusterconfig-v1alpha5.schema.json"  # source and license: schemas/README.md
+    project = render(answers)
     config = yaml.safe_load((project.path / "aws/cluster.yaml").read_text())
     schema = json.loads(schema_path.read_text())
     jsonschema.validate(config, schema | {"$ref": "#/definitions/ClusterConfig"})
@@ -147,8 +178,9 @@ def test_eksctl_cluster_config_matches_schema(render):
     assert entry["kubernetesGroups"] == access_entry["kubernetesGroups"]
 
 
-def test_aws_trust_policy_names_only_the_workload_identity(render):
-    project = render({"cloud": "aws", "xcom": True})
+@pytest.mark.parametrize("answers", AWS_CASES)
+def test_aws_trust_policy_names_only_the_workload_identity(render, answers):
+    project = render(answers)
     policy = json.loads((project.path / "aws/trust-policy.json").read_text())
     (statement,) = policy["Statement"]
     assert statement["Principal"] == {"AWS": project.answers["aws_astro_workload_identity_arn"]}

@@ -1,13 +1,20 @@
-"""The `astro dev init` DAG checks: every DAG imports cleanly, has tags and retries >= 2."""
+"""The `astro dev init` DAG checks: every DAG imports cleanly, has tags and retries >= 2.
+
+They read this project's dags/ folder, wherever it is: the result is the same in the Astro
+container (`astro dev pytest`) and outside it (`pytest tests`), and finding no DAG fails.
+"""
 
 import logging
 import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag  # Airflow 3.3's home of DagBag
 
 APPROVED_TAGS: set[str] = set()
+PROJECT = Path(__file__).resolve().parents[2]
+DAGS_FOLDER = PROJECT / "dags"
 
 
 @contextmanager
@@ -22,12 +29,12 @@ def suppress_logging(namespace):
 
 
 def strip_path_prefix(path):
-    return os.path.relpath(path, os.environ.get("AIRFLOW_HOME"))
+    return os.path.relpath(path, PROJECT)
 
 
 def dag_bag():
     with suppress_logging("airflow"):
-        return DagBag()
+        return DagBag(dag_folder=DAGS_FOLDER)
 
 
 def get_import_errors():
@@ -37,6 +44,13 @@ def get_import_errors():
 
 def get_dags():
     return [(k, v, strip_path_prefix(v.fileloc)) for k, v in dag_bag().dags.items()]
+
+
+def test_dags_are_found():
+    """Without this, a run that finds no DAG would skip every check below and still be green."""
+    files = sorted(p.name for p in DAGS_FOLDER.glob("*.py"))
+    found = {Path(dag.fileloc).name for dag in dag_bag().dags.values()}
+    assert files and found == set(files), f"DAG files {files}, loaded from {sorted(found)}"
 
 
 @pytest.mark.parametrize("rel_path,rv", get_import_errors(), ids=[x[0] for x in get_import_errors()])
