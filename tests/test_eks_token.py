@@ -14,6 +14,7 @@ import sys
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from conftest import AWS_CASES
 from kube_api_double.auth import AwsCredential, EksAuthenticator
 from kube_api_double.sts import StsDouble
 
@@ -60,8 +61,9 @@ BASE_ENV = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLECALLER01", "AWS_SECRET_ACCESS_KEY":
             "KUBERNETES_EXEC_INFO": json.dumps({"apiVersion": "client.authentication.k8s.io/v1"})}
 
 
-def test_plugin_assumes_the_runner_role_with_external_id(render, sts_for):
-    project = render({"cloud": "aws", "xcom": True})
+@pytest.mark.parametrize("answers", AWS_CASES)
+def test_plugin_assumes_the_runner_role_with_external_id(render, sts_for, answers):
+    project = render(answers)
     sts, eks = sts_for(project)
     args = plugin_args(project)
     done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60,
@@ -82,8 +84,9 @@ def test_plugin_assumes_the_runner_role_with_external_id(render, sts_for):
     assert "airflow-kpo-runners" in identity.groups
 
 
-def test_trust_policy_refuses_a_wrong_external_id(render, sts_for):
-    project = render({"cloud": "aws", "xcom": True})
+@pytest.mark.parametrize("answers", AWS_CASES)
+def test_trust_policy_refuses_a_wrong_external_id(render, sts_for, answers):
+    project = render(answers)
     sts, _ = sts_for(project)
     args = plugin_args(project)
     args[args.index("--external-id") + 1] = "guessed"
@@ -92,8 +95,9 @@ def test_trust_policy_refuses_a_wrong_external_id(render, sts_for):
     assert done.returncode == 1 and "AccessDenied" in done.stderr
 
 
-def test_plugin_uses_own_identity_when_role_is_blank(render):
-    project = render({"cloud": "aws", "xcom": True})
+@pytest.mark.parametrize("answers", AWS_CASES)
+def test_plugin_uses_own_identity_when_role_is_blank(render, answers):
+    project = render(answers)
     done = subprocess.run([sys.executable, *plugin_args(project)], capture_output=True, text=True, timeout=60,
                           env=BASE_ENV | {"KPO_EKS_ROLE_ARN": ""})
     assert done.returncode == 0, done.stderr

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import py_compile
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -211,3 +213,20 @@ def test_every_prompt_has_help_and_a_readme_row():
     for key in asked:
         assert key in CONFIG["__prompts__"], f"{key} has no prompt help"
         assert re.search(rf"^\| `{key}` \|", readme, re.M), f"{key} has no row in the README prompt table"
+
+
+def test_image_test_fails_instead_of_skipping_where_ci_requires_the_build(render, tmp_path):
+    """The workflow's image step sets REQUIRE_IMAGE_BUILD=1: a skipped build must not pass there."""
+    workflow = yaml.safe_load((Path(__file__).resolve().parent.parent / ".github/workflows/ci.yml").read_text())
+    (step,) = [s for s in workflow["jobs"]["test"]["steps"] if "tests/test_image.py" in s.get("run", "")]
+    assert step["env"]["REQUIRE_IMAGE_BUILD"] == "1"
+    project = render({"cloud": "generic", "xcom": True})
+    command = [sys.executable, "-m", "pytest", "-m", "docker", "-p", "no:cacheprovider", "-p", "no:xdist", "-rs",
+               "tests/test_image.py"]
+    if shutil.which("docker") and run("docker", "info").returncode == 0:
+        pytest.skip("a Docker engine runs here: the image would really be built")
+    relaxed = subprocess.run(command, cwd=project.path, capture_output=True, text=True, timeout=300)
+    required = subprocess.run(command, cwd=project.path, capture_output=True, text=True, timeout=300,
+                              env=os.environ | {"REQUIRE_IMAGE_BUILD": "1"})
+    assert relaxed.returncode == 0 and "1 skipped" in relaxed.stdout, relaxed.stdout[-2000:]
+    assert required.returncode == 1 and "1 failed" in required.stdout, required.stdout[-2000:]
