@@ -96,12 +96,15 @@ class EksDouble(LocalServer):
             self.calls.append({"action": action, "caller": caller, "nodegroup": nodegroup or body.get("nodegroupName")})
         if credential is None or ":assumed-role/" not in caller:
             return 403, {"message": "not signed by a session of the runner role"}, "AccessDeniedException"
-        if not match or cluster != self.auth.cluster_name:
+        if not match:
             return 404, {"message": f"No cluster found for name: {cluster}."}, "ResourceNotFoundException"
+        # As IAM does: the policy is evaluated first, so a cluster the role may not see is a 403, not a 404.
         resource = self.arn(cluster, nodegroup or body.get("nodegroupName")) if action != "CreateNodegroup" else self.arn(cluster)
         if not self.allowed(f"eks:{action}", resource):
             return 403, {"message": f"{caller} is not authorized to perform: eks:{action} on resource: {resource}"}, \
                 "AccessDeniedException"
+        if cluster != self.auth.cluster_name:
+            return 404, {"message": f"No cluster found for name: {cluster}."}, "ResourceNotFoundException"
         with self.lock:
             return getattr(self, action.lower())(cluster, nodegroup, body)
 
