@@ -1,0 +1,124 @@
+"""Break the template on purpose, one way at a time, and show which test catches each break.
+
+Each mutation is applied to a fresh copy of this repository (the working tree, without
+virtualenvs or renders); the tests named for it then run in that copy with this repository's
+.venv. A mutation is CAUGHT when those tests fail, and the table says which ones failed. The
+original tree is never touched. Figures, not assertions: the script prints a table and exits 1
+if any mutation survives.
+
+  .venv/bin/python benchmarks/mutations.py            # all of them (a few minutes)
+  .venv/bin/python benchmarks/mutations.py sigv4      # those whose name contains "sigv4"
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = "{{cookiecutter.project_slug}}"
+
+
+@dataclass
+class Mutation:
+    name: str
+    path: str  # relative to the repository root
+    old: str
+    new: str
+    tests: list[str]  # pytest node ids or "file -k expr" selections, run in the copy
+
+    def apply(self, root: Path) -> None:
+        target = root / self.path
+        text = target.read_text()
+        if self.old not in text:
+            raise SystemExit(f"mutation {self.name}: {self.old!r} is no longer in {self.path}; update this script")
+        target.write_text(text.replace(self.old, self.new))
+
+
+MUTATIONS = [
+    Mutation("trust policy principal hard-coded to the example ARN", f"{TEMPLATE}/aws/trust-policy.json",
+             '"AWS": "{{ cookiecutter.aws_astro_workload_identity_arn }}"',
+             '"AWS": "arn:aws:iam::111122223333:role/astro-example-deployment"',
+             ["tests/test_render.py -k survives or trust_policy"]),
+    Mutation("access entry clusterName hard-coded", f"{TEMPLATE}/aws/access-entry.json",
+             '"clusterName": "{{ cookiecutter.cluster_name }}"', '"clusterName": "gpu-cluster"',
+             ["tests/test_render.py -k survives"]),
+    Mutation("RoleBinding namespace hard-coded", f"{TEMPLATE}/k8s/rolebinding.yaml",
+             "  namespace: {{ cookiecutter.namespace }}\nsubjects:", "  namespace: airflow-jobs\nsubjects:",
+             ["tests/test_render.py -k survives or names_agree"]),
+    Mutation("eks_token.sts_url signs for us-east-1 whatever the region",
+             f"{TEMPLATE}/include/kube_auth/eks_token.py",
+             'return f"https://sts.{region}.{suffix}/', 'return f"https://sts.us-east-1.{suffix}/',
+             ["tests/test_eks_token.py"]),
+    Mutation("scripts/setup/gcp.sh left unpruned in the other clouds", "cookiecutter.json",
+             '"scripts/setup/gcp.sh",\n', "",
+             ["tests/test_render.py -k golden"]),
+    Mutation("EKS token double: SigV4 comparison disabled", "tests/kube_api_double/auth.py",
+             'if not hmac.compare_digest(expected, params.get("X-Amz-Signature", "")):', "if False:",
+             ["tests/test_doubles.py"]),
+    Mutation("GKE GPU project without the google provider (the shipped defect)",
+             f"{TEMPLATE}/requirements.txt",
+             '\n    + (c.gpu_node_group.providers if cookiecutter.gpu_node_group else [])', "",
+             ["tests/test_airflow.py::test_dagbag_loads_with_expected_operators[gcp-noxcom-gpu]"]),
+    Mutation("DAG checks read the default DAGS_FOLDER again (vacuous green outside the container)",
+             f"{TEMPLATE}/tests/dags/test_dag_example.py",
+             "return DagBag(dag_folder=DAGS_FOLDER)", "return DagBag()",
+             ["tests/test_airflow.py::test_rendered_project_tests_pass[generic-xcom]"]),
+]
+
+
+def copy_repository(target: Path) -> Path:
+    ignore = shutil.ignore_patterns(".venv*", "out", ".git", "__pycache__", ".pytest_cache")
+    shutil.copytree(ROOT, target, ignore=ignore)
+    return target
+
+
+def run_tests(root: Path, selection: str) -> tuple[bool, list[str], float]:
+    """(failed?, failing test ids, seconds) for one selection like 'tests/x.py -k expr'."""
+    path, _, expr = selection.partition(" -k ")
+    command = [str(ROOT / ".venv/bin/python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", path]
+    command += ["-k", expr] if expr else []
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    failing = re.findall(r"^FAILED (\S+)", done.stdout, re.M)
+    if done.returncode == 5:
+        raise SystemExit(f"{selection!r} selected no test: fix this script")
+    return done.returncode != 0, failing, time.perf_counter() - started
+
+
+def main(args: list[str]) -> int:
+    chosen = [m for m in MUTATIONS if not args or any(a.lower() in m.name.lower() for a in args)]
+    rows, survived = [], 0
+    with tempfile.TemporaryDirectory(prefix="kpo-mutants-") as tmp:
+        pristine = copy_repository(Path(tmp) / "pristine")
+        for selection in sorted({s for m in chosen for s in m.tests}):
+            failed, failing, _ = run_tests(pristine, selection)
+            if failed:  # a control: every selection passes on the unbroken template
+                raise SystemExit(f"{selection!r} fails on the unbroken template: {failing}")
+        for n, mutation in enumerate(chosen):
+            mutant = copy_repository(Path(tmp) / f"mutant-{n}")
+            mutation.apply(mutant)
+            caught, seconds = [], 0.0
+            for selection in mutation.tests:
+                failed, failing, took = run_tests(mutant, selection)
+                seconds += took
+                caught += failing if failed else []
+            survived += not caught
+            rows.append((mutation.name, ", ".join(sorted(set(caught))) or "SURVIVED", f"{seconds:.0f}"))
+            shutil.rmtree(mutant)
+    width = max(len(r[0]) for r in rows)
+    print(f"{'mutation':{width}}  seconds  caught by")
+    for name, caught, seconds in rows:
+        print(f"{name:{width}}  {seconds:>7}  {caught}")
+    print(f"\n{len(rows) - survived} of {len(rows)} mutations caught")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
