@@ -50,7 +50,8 @@ def _ensure_env(env: Path, lock: Path) -> None:
     quiet = ["--quiet", "--disable-pip-version-check"]
     subprocess.run([python, "-m", "pip", "install", *quiet, "--require-hashes", "--no-deps",
                     "-r", str(REQ / "bootstrap.lock")], check=True)
-    subprocess.run([bin_of(env, "uv"), "pip", "sync", "--quiet", "--python", python,
+    # --system-certs: uv's own CA roots fail behind TLS-re-signing proxies where pip works.
+    subprocess.run([bin_of(env, "uv"), "pip", "sync", "--quiet", "--system-certs", "--python", python,
                     "--require-hashes", str(lock)], check=True)
     stamp.write_text(digest)
 
@@ -76,7 +77,7 @@ def lock(_: list[str]) -> int:
     uv = bin_of(ROOT / ".venv", "uv")
     for source in sorted(REQ.glob("*.in")):
         target = source.with_suffix(".lock")
-        subprocess.run([uv, "pip", "compile", "--quiet", "--universal", "--python-version", "3.11",
+        subprocess.run([uv, "pip", "compile", "--quiet", "--system-certs", "--universal", "--python-version", "3.11",
                         "--generate-hashes", str(source.relative_to(ROOT)), "-o", str(target.relative_to(ROOT))],
                        cwd=ROOT, check=True)
     return 0
