@@ -10,8 +10,12 @@ semantics that matter for them, and nothing else:
   ``k8s-aws-v1.`` tokens are decoded and their SigV4 presigned STS GetCallerIdentity URL is
   verified (regional host, signed ``x-k8s-aws-id`` header equal to the cluster name, age under
   the limit) against a table of fake AWS credentials, the way STS would; the assumed role is
-  mapped through an access-entry table to Kubernetes groups. ServiceAccount tokens are
-  HMAC-signed JWTs with an expiry. Anything else is a 401 Status.
+  mapped through an access-entry table to Kubernetes groups. GKE: Google access tokens
+  (``ya29.``) are accepted only if the Google token double (``google.py``, a stand-in for
+  Google's OAuth2 token endpoint that the real gke-gcloud-auth-plugin signs in to with a
+  service-account key) issued them and they have not expired; the user is the service
+  account's email, as on GKE. ServiceAccount tokens are HMAC-signed JWTs with an expiry.
+  Anything else is a 401 Status.
 - Authorization with Kubernetes RBAC semantics from the rendered Role/RoleBinding (API group,
   resource/subresource, verb, namespace); a denial is a 403 Status naming the request.
 - Pods: create, get, list (label selectors), patch (labels), delete; a phase progression

@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from .auth import EKS_PREFIX, EksAuthenticator, Identity, Rbac, ServiceAccountTokens, Unauthorized
+from .google import GOOGLE_TOKEN_PREFIX, GoogleTokenDouble
 from .local import LocalServer
 from .tls import make_ca_and_server_cert
 
@@ -69,10 +70,12 @@ class ApiDouble(LocalServer):
     """Start with ``ApiDouble(namespace, manifests=[...]).start()``; see the package docstring."""
 
     def __init__(self, namespace: str, roles: list[dict], bindings: list[dict], *, eks: EksAuthenticator | None = None,
-                 pending_seconds: float = 0.3, extra_run_seconds: float = 0.0, nodes=None, exit_code: int = 0):
+                 google: GoogleTokenDouble | None = None, pending_seconds: float = 0.3, extra_run_seconds: float = 0.0,
+                 nodes=None, exit_code: int = 0):
         self.namespace = namespace
         self.rbac = Rbac(roles, bindings)
         self.eks = eks
+        self.google = google  # GKE: access tokens this Google token double issued
         self.sa_tokens = ServiceAccountTokens()
         self.pending_seconds = pending_seconds
         # nodes(): the labels of each node that exists (e.g. EksDouble.node_groups_ready); a pod
@@ -119,6 +122,8 @@ class ApiDouble(LocalServer):
             signed = re.search(r"X-Amz-Date=(\d{8}T\d{6}Z)", base64.urlsafe_b64decode(
                 token[len(EKS_PREFIX):] + "==").decode()).group(1)
             issued = dt.datetime.strptime(signed, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC).timestamp()
+        elif token.startswith(GOOGLE_TOKEN_PREFIX) and self.google is not None:
+            identity, issued = self.google.authenticate(token)  # as GKE: the service account's email
         else:
             identity = self.sa_tokens.authenticate(token)
             claims = token.split(".")[1]
