@@ -2,12 +2,16 @@
 
 What is real: the rendered project (DAGs, include/, scripts/write_connection.py, k8s/ and, on
 AWS, the trust policy and access entry), Airflow 3.3 with cncf-kubernetes, the kubernetes
-clients, the rendered kubeconfig exec plugin and TLS verification.
+clients, the rendered kubeconfig exec plugin (on GKE the installed gke-gcloud-auth-plugin
+binary itself, on Application Default Credentials) and TLS verification.
 What is simulated: the cluster (kube_api_double), STS AssumeRole (kube_api_double.sts), the EKS
 control-plane API for DescribeCluster and node groups (kube_api_double.eks, which enforces the
-rendered aws/runner-policy.json), the
-`aws`/`kubectl` CLIs that scripts/write_connection.py asks for the endpoint and CA (they answer
-with the double's), and the image: the plugin path /usr/local/airflow is replaced by the
+rendered aws/runner-policy.json), Google's OAuth2 token endpoint (kube_api_double.google: the
+plugin posts a JWT signed with a service-account key made here for the project's
+RUNNER_IDENTITY; GOOGLE_APPLICATION_CREDENTIALS names that key, SSL_CERT_FILE the double's CA,
+HOME a per-test folder), the
+`aws`/`gcloud`/`kubectl` CLIs that scripts/write_connection.py asks for the endpoint and CA (they
+answer with the double's), and the image: the plugin path /usr/local/airflow is replaced by the
 project folder because no image runs here. Nothing else in the connection is changed.
 """
 
@@ -25,6 +29,7 @@ import yaml
 from kube_api_double import ApiDouble
 from kube_api_double.auth import AwsCredential, EksAuthenticator
 from kube_api_double.eks import EksDouble
+from kube_api_double.google import GoogleTokenDouble
 from kube_api_double.sts import StsDouble
 
 IMAGE_HOME = "/usr/local/airflow"
@@ -44,14 +49,22 @@ print("DAG_RUN_STATE", run.state)
 FAKE_CLI = """#!{python}
 import json, sys
 args = sys.argv[1:]
-if "token" in args:
+if args[:3] == ["container", "clusters", "describe"]:  # gcloud, in its own shape: endpoint without scheme
+    flags = dict(zip(args[4::2], args[5::2]))
+    if [args[3], flags.get("--location"), flags.get("--project"), flags.get("--format")] != {gke!r}:
+        sys.exit(f"ERROR: (gcloud.container.clusters.describe) not the project's cluster: {{args}}")
+    print(json.dumps({{"name": args[3], "status": "RUNNING", "endpoint": {url!r}.removeprefix("https://"),
+                      "masterAuth": {{"clusterCaCertificate": {ca!r}}}}}))
+elif "token" in args:
     print({token!r})
 elif "view" in args:
     print(json.dumps({{"clusters": [{{"name": "c", "cluster": {{"server": {url!r}, "certificate-authority-data": {ca!r}}}}}]}}))
 else:
     print(json.dumps({{"cluster": {{"endpoint": {url!r}, "certificateAuthority": {{"data": {ca!r}}}}}}}))
 """
-TOKENS_MADE_HERE = ("aws", "generic")
+# Clouds whose tokens are made here by a real plugin against a double (gcp: the kubeconfig path
+# only; the native GKEStartPodOperator calls the GKE API, which has no double).
+TOKENS_MADE_HERE = ("aws", "gcp", "generic")
 
 
 @dataclass
@@ -79,6 +92,7 @@ class Cluster:
     double: ApiDouble = field(init=False)
     sts: StsDouble | None = field(init=False, default=None)
     eks_api: EksDouble | None = field(init=False, default=None)
+    google: GoogleTokenDouble | None = field(init=False, default=None)
 
     def __post_init__(self):
         import importlib.util
@@ -113,8 +127,13 @@ class Cluster:
                 self.eks_api = EksDouble(eks, json.loads(policy.read_text()), account=rc.AWS_ACCOUNT_ID, endpoint="",
                                          ca_data="", **self.eks_api_options).start()
                 self.double_options.setdefault("nodes", self.eks_api.node_groups_ready)
+        if rc.CLOUD == "gcp":  # gke-gcloud-auth-plugin signs in with the runner's service-account key
+            self.google = GoogleTokenDouble().start()
+            (self.work / "google").mkdir(parents=True, exist_ok=True)
+            self.google_key = self.google.write_key_file(rc.RUNNER_IDENTITY, self.work / "google" / "runner-key.json",
+                                                         rc.GCP_PROJECT_ID)
         self.double = ApiDouble(rc.REMOTE_NAMESPACE, [self.role or self.manifest("role")], [self.manifest("rolebinding")],
-                                eks=eks, **self.double_options).start()
+                                eks=eks, google=self.google, **self.double_options).start()
         if self.eks_api:
             self.eks_api.endpoint, self.eks_api.ca_data = self.double.url, self.double.ca_data
         self.connections = self._write_connection()
@@ -122,7 +141,7 @@ class Cluster:
 
     def __exit__(self, *exc):
         self.double.stop()
-        for double in (self.sts, self.eks_api):
+        for double in (self.sts, self.eks_api, self.google):
             if double:
                 double.stop()
 
@@ -131,9 +150,12 @@ class Cluster:
         bin_dir = self.work / "bin"
         bin_dir.mkdir(parents=True, exist_ok=True)
         token = self.double.sa_tokens.mint(self.rc.REMOTE_NAMESPACE, getattr(self.rc, "SERVICE_ACCOUNT", "x"), self.sa_token_ttl)
-        for name in ("aws", "kubectl"):
+        rc = self.rc
+        gke = [rc.CLUSTER_NAME, rc.GCP_LOCATION, rc.GCP_PROJECT_ID, "json"] if rc.CLOUD == "gcp" else None
+        for name in ("aws", "gcloud", "kubectl"):
             path = bin_dir / name
-            path.write_text(FAKE_CLI.format(python=sys.executable, token=token, url=self.double.url, ca=self.double.ca_data))
+            path.write_text(FAKE_CLI.format(python=sys.executable, token=token, url=self.double.url, ca=self.double.ca_data,
+                                            gke=gke))
             path.chmod(0o755)
         args = ["--kubeconfig", "admin.kubeconfig"] if self.rc.EXEC_PLUGIN is None else []
         env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -154,7 +176,8 @@ class Cluster:
         return self.connections[f"AIRFLOW_CONN_{self.rc.KUBERNETES_CONN_ID.upper()}"]
 
     def env(self, **extra: str) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_", "KPO_"))}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AIRFLOW", "AWS_", "KPO_", "GOOGLE_", "CLOUDSDK_"))}
         env.update(
             AIRFLOW_HOME=str(self.airflow_home),
             AIRFLOW__CORE__DAGS_FOLDER=str(self.project / "dags"),
@@ -171,6 +194,11 @@ class Cluster:
                 # include/kube_auth/eks_token.py's AssumeRole; the native operator's goes through the
                 # aws connection (service_config), and its token must name the real regional STS host.
                 env.update(AWS_ENDPOINT_URL_STS=self.sts.url)
+        if self.google:  # Application Default Credentials = the runner's key; the token endpoint is the double
+            home = self.work / "home"  # the plugin's cache (~/.kube) stays inside this test
+            home.mkdir(exist_ok=True)
+            env.update(GOOGLE_APPLICATION_CREDENTIALS=str(self.google_key), SSL_CERT_FILE=str(self.google.ca_file),
+                       HOME=str(home))
         env.update(extra)
         return env
 

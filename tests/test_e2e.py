@@ -4,6 +4,7 @@ tests/e2e_harness.py and tests/kube_api_double for what is real and what is simu
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from e2e_harness import TOKENS_MADE_HERE, Cluster, migrate
@@ -16,12 +17,15 @@ def airflow_home(tmp_path_factory):
 
 @pytest.fixture
 def cluster(project, airflow_home, tmp_path):
-    if project.answers["cloud"] == "gcp" and project.answers["pod_operator"] == "native":
-        pytest.skip("GKEStartPodOperator signs in with Google OAuth tokens and calls the GKE API; neither has a "
-                    "double here (its DAG, connection and preflight are checked by the project's own tests)")
-    if project.answers["cloud"] not in TOKENS_MADE_HERE:
-        plugin = {"gcp": "gke-gcloud-auth-plugin", "azure": "kubelogin"}[project.answers["cloud"]]
-        pytest.skip(f"{plugin} is not installed here (its release binary cannot be downloaded on this machine)")
+    cloud = project.answers["cloud"]
+    if cloud == "gcp" and project.answers["pod_operator"] == "native":
+        pytest.skip("GKEStartPodOperator looks the cluster up through the GKE API over gRPC (google-cloud-container), "
+                    "which has no double here (its DAG, connection and preflight are checked by the project's own tests)")
+    plugin = {"gcp": "gke-gcloud-auth-plugin", "azure": "kubelogin"}.get(cloud)
+    if plugin and shutil.which(plugin) is None:
+        pytest.skip(f"{plugin} is not on PATH on this machine")
+    if cloud not in TOKENS_MADE_HERE:
+        pytest.skip(f"no double of {cloud}'s token service here")
     with Cluster(project.path, airflow_home, tmp_path) as running:
         yield running
 
@@ -32,6 +36,9 @@ def test_preflight_reports_ready(cluster):
     assert "[ok] permissions  all" in result.log
     reviews = [r["review"] for r in cluster.double.requests if "review" in r]
     assert {(r["verb"], r["resource"], r["subresource"]) for r in reviews} == set(cluster.rc.REQUIRED_PERMISSIONS)
+    if cluster.google:  # GKE: the real plugin signed in with the runner's key; the cluster saw its email
+        assert cluster.google.calls and all(c["status"] == 200 for c in cluster.google.calls)
+        assert f"authenticated as {cluster.rc.RUNNER_IDENTITY} groups=system:authenticated" in result.log
 
 
 def test_remote_kpo_runs_the_pod(cluster):

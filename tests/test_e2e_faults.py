@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shutil
 import signal
 import time
 from collections import Counter
@@ -20,7 +21,7 @@ import yaml
 from e2e_harness import Cluster, finish, migrate, variant
 from kube_api_double import Fault
 
-GENERIC, AWS = {"cloud": "generic", "xcom": True}, {"cloud": "aws", "xcom": True}
+GENERIC, AWS, GKE = {"cloud": "generic", "xcom": True}, {"cloud": "aws", "xcom": True}, {"cloud": "gcp", "xcom": True}
 # What the default (deferrable) remote_kpo does when the Role lacks one permission.
 WITHOUT = {
     ("pods", "create"): "fails",
@@ -209,3 +210,29 @@ def test_upstream_reattach_to_a_finished_pod_drops_the_xcom(render, airflow_home
         assert "Skipping deferral as pod is already in a terminal state" in result.log
         assert result.state == "failed" and "XCom not found" in result.log
         assert len(cluster.double.created_pods) == 1
+
+
+@pytest.mark.skipif(shutil.which("gke-gcloud-auth-plugin") is None, reason="gke-gcloud-auth-plugin is not on PATH")
+@pytest.mark.parametrize("mode", ["deferrable", "sync"])
+def test_gke_token_expiring_mid_run(render, airflow_home, tmp_path, mode):
+    """Google access tokens valid 3 s, a pod running ~6 s, the real gke-gcloud-auth-plugin.
+
+    The plugin reports the token's own expiry (issued + expires_in) and, on Application Default
+    Credentials, keeps no cache: each run signs a new JWT. Both kubernetes clients (sync and the
+    trigger's asyncio one) rerun the plugin before any call once the reported expiry is less than
+    5 minutes away, so no call ever carries an expired token, in either mode."""
+    project = render(GKE).path
+    project = sync_copy(project, tmp_path) if mode == "sync" else project
+    with Cluster(project, airflow_home, tmp_path, double_options={"extra_run_seconds": 6}) as cluster:
+        cluster.google.token_lifetime = 3
+        result = cluster.run("remote_kpo")
+        assert result.succeeded, result.log[-4000:]
+        ticks = Counter(TICKS.findall(result.log))
+        assert len(ticks) == 12 and set(ticks.values()) == {1}, f"every log line exactly once: {ticks}"
+        assert cluster.double.live_pods() == [] and len(cluster.double.created_pods) == 1
+        issued = list(cluster.google.tokens.values())
+        assert {round(t.expiry - t.issued) for t in issued} == {3}
+        assert min(t.expiry for t in issued) < cluster.double.requests[-1]["t"], "a token expired mid-run"
+        tokens = {r["token"] for r in cluster.double.requests if r.get("token")}
+        assert len(tokens) >= 2 and len(cluster.google.calls) >= len(tokens), "the plugin signed in again for fresh tokens"
+        assert [r for r in cluster.double.requests if r["status"] == 401] == []
