@@ -62,6 +62,17 @@ MUTATIONS = [
     Mutation("EKS token double: SigV4 comparison disabled", "tests/kube_api_double/auth.py",
              'if not hmac.compare_digest(expected, params.get("X-Amz-Signature", "")):', "if False:",
              ["tests/test_doubles.py"]),
+    Mutation("EKS token double: no access entry needed", "tests/kube_api_double/auth.py",
+             "        if role_arn not in self.access_entries:\n", "        if False:\n",
+             ["tests/test_doubles.py"]),
+    Mutation("EKS token double: age not checked", "tests/kube_api_double/auth.py",
+             "if time.time() - signed_at.timestamp() > self.max_age:", "if False:",
+             ["tests/test_doubles.py"]),
+    Mutation("STS double: ExternalId not checked", "tests/kube_api_double/sts.py",
+             'if self.external_id and form.get("ExternalId") != self.external_id:', "if False:",
+             ["tests/test_doubles.py", "tests/test_eks_token.py"]),
+    Mutation("Google token double: expiry not checked", "tests/kube_api_double/google.py",
+             "if issued.expiry <= time.time():", "if False:", ["tests/test_google_double.py"]),
     Mutation("CLI stand-in: kubectl auth can-i always says yes", "tests/cloud_cli_double/__main__.py",
              "        if not allowed:\n            raise Failed(\"\", 1, out=\"no\")", "",
              ["tests/test_cli_double.py", "tests/test_setup_scripts.py -k permission"]),
@@ -92,7 +103,7 @@ def run_tests(root: Path, selection: str) -> tuple[bool, list[str], float]:
     command += ["-k", expr] if expr else []
     started = time.perf_counter()
     done = subprocess.run(command, cwd=root, capture_output=True, text=True)
-    failing = re.findall(r"^FAILED (\S+)", done.stdout, re.M)
+    failing = re.findall(r"^(?:FAILED|ERROR) (\S+)", done.stdout, re.M)  # a collection error counts too
     if done.returncode == 5:
         raise SystemExit(f"{selection!r} selected no test: fix this script")
     return done.returncode != 0, failing, time.perf_counter() - started

@@ -12,7 +12,8 @@ RUNNER_IDENTITY; GOOGLE_APPLICATION_CREDENTIALS names that key, SSL_CERT_FILE th
 HOME a per-test folder), the
 `aws`/`gcloud`/`kubectl` CLIs that scripts/write_connection.py asks for the endpoint and CA (they
 answer with the double's), and the image: the plugin path /usr/local/airflow is replaced by the
-project folder because no image runs here. Nothing else in the connection is changed.
+project folder because no image runs here, and the DAG processes see only the packages the image
+would hold (tests/image_closure.py). Nothing else in the connection is changed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from image_closure import gated_env
 from kube_api_double import ApiDouble
 from kube_api_double.auth import AwsCredential, EksAuthenticator
 from kube_api_double.eks import EksDouble
@@ -200,7 +202,9 @@ class Cluster:
             env.update(GOOGLE_APPLICATION_CREDENTIALS=str(self.google_key), SSL_CERT_FILE=str(self.google.ca_file),
                        HOME=str(home))
         env.update(extra)
-        return env
+        # Only what the image holds: DAGs, triggers and exec plugins see Airflow, the runtime's
+        # providers and requirements.txt (tests/image_closure.py), not the rest of this venv.
+        return gated_env(env, self.project / "requirements.txt")
 
     def start(self, dag_id: str, logical_date: str | None = None, **env: str) -> subprocess.Popen:
         args = [sys.executable, "-c", RUN_DAG, str(self.project / "dags"), dag_id, *([logical_date] if logical_date else [])]

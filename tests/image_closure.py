@@ -14,6 +14,11 @@ ProvidersManager does not see them either. The closure is: RUNTIME + the require
 through the installed distributions' own dependencies (markers evaluated, extras honoured).
 Modules outside site-packages (the standard library, the project itself) are not affected.
 
+Where it is not the image: markers are evaluated for this venv's Python (3.11), not the image's;
+modules that a ``.pth`` file imports at start-up (namespace stubs such as ``google`` and
+``google.cloud``, setuptools' ``distutils`` shim) are loaded before the gate. Neither lets a
+provider or client library through: their modules are files of outside distributions.
+
 It is switched on by ``sitecustomize.py`` in tests/image_gate/ when the environment names the
 project's requirements file in ``KPO_IMAGE_REQUIREMENTS`` (see ``gated_env``).
 """
@@ -100,7 +105,8 @@ def cached_gate(requirements: Path) -> tuple[set[str], dict[str, str]]:
     """(allowed, outside files), kept per requirements text and venv state: reading every RECORD
     takes a second or two, and each gated process would otherwise pay it."""
     site = _site_dirs()
-    state = [requirements.read_text(), sys.prefix, *RUNTIME, *TEST_TOOLS, *(str(os.stat(d).st_mtime_ns) for d in site)]
+    state = [requirements.read_text(), sys.prefix, Path(__file__).read_text(),  # the gate's own code too
+             *(str(os.stat(d).st_mtime_ns) for d in site)]
     key = hashlib.sha256("\0".join(state).encode()).hexdigest()[:16]
     cache = Path(tempfile.gettempdir()) / "kpo-image-gate" / f"{key}.json"
     try:
@@ -124,13 +130,12 @@ class ImageFinder:
         self.owner = owner
 
     def find_spec(self, fullname, path=None, target=None):
+        """As in the image: not found (None), so `import` raises ModuleNotFoundError and
+        `importlib.util.find_spec` answers None, exactly as for a package never installed."""
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         origin = spec.origin if spec is not None else None
         if origin and os.path.realpath(origin) in self.owner:
-            raise ModuleNotFoundError(
-                f"No module named {fullname!r} in the image: it comes from "
-                f"{self.owner[os.path.realpath(origin)]}, which neither the Astro Runtime nor "
-                "requirements.txt installs", name=fullname)
+            return None
         return spec
 
     @staticmethod
@@ -150,6 +155,8 @@ def hide_distributions(metadata_module, allowed: set[str]) -> None:
 
 def install(requirements: Path) -> set[str]:
     allowed, outside = cached_gate(requirements)
+    if importlib.machinery.PathFinder not in sys.meta_path:
+        raise RuntimeError("image gate: no PathFinder in sys.meta_path to replace; nothing would be hidden")
     sys.meta_path[:] = [ImageFinder(outside) if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
     hide_distributions(md, allowed)
     try:  # Airflow reads entry points through the importlib_metadata backport

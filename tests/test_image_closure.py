@@ -7,15 +7,17 @@ was written for: a GKE GPU project whose requirements.txt forgot the google prov
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from conftest import CONFIG, airflow_env
-from image_closure import gated_env
+from image_closure import GATE_DIR, gated_env
 
 PROBE = r"""
-import importlib, importlib.metadata as md, json, sys
+import importlib, importlib.metadata as md, importlib.util, importlib_metadata, json, sys
 result = {}
 for module in sys.argv[1:]:
     try:
@@ -23,11 +25,14 @@ for module in sys.argv[1:]:
         result[module] = "ok"
     except ModuleNotFoundError as err:
         result[module] = str(err)
-try:
-    md.version("apache-airflow-providers-google")
-    result["google metadata"] = "visible"
-except md.PackageNotFoundError:
-    result["google metadata"] = "hidden"
+# Airflow reads entry points through the importlib_metadata backport: both must agree.
+for name, lib in (("google metadata", md), ("google metadata (backport)", importlib_metadata)):
+    try:
+        lib.version("apache-airflow-providers-google")
+        result[name] = "visible"
+    except lib.PackageNotFoundError:
+        result[name] = "hidden"
+result["find_spec"] = "found" if importlib.util.find_spec("google.cloud.container_v1") else "none"
 print(json.dumps(result))
 """
 MODULES = ["airflow.providers.cncf.kubernetes.operators.pod", "yaml", "google.cloud.container_v1",
@@ -35,8 +40,6 @@ MODULES = ["airflow.providers.cncf.kubernetes.operators.pod", "yaml", "google.cl
 
 
 def probe(tmp_path: Path, requirements: str | None) -> dict:
-    import json
-
     env = {"PATH": "/usr/bin:/bin"}
     if requirements is not None:
         (tmp_path / "requirements.txt").write_text(requirements)
@@ -49,23 +52,24 @@ def probe(tmp_path: Path, requirements: str | None) -> dict:
 def test_without_the_gate_the_venv_holds_every_provider(tmp_path):
     """Positive control: the venv itself has them all, so a refusal below is the gate's."""
     found = probe(tmp_path, None)
-    assert set(found.values()) == {"ok", "visible"}, found
+    assert set(found.values()) == {"ok", "visible", "found"}, found
 
 
 def test_gate_refuses_what_requirements_lack(tmp_path):
     found = probe(tmp_path, CONFIG["_providers"]["cncf_kubernetes"] + "\n")
     assert found["airflow.providers.cncf.kubernetes.operators.pod"] == "ok" and found["yaml"] == "ok"
-    assert "google-cloud-container" in found["google.cloud.container_v1"]
-    assert "apache-airflow-providers-google" in found["airflow.providers.google.cloud.hooks.kubernetes_engine"]
-    assert "apache-airflow-providers-amazon" in found["airflow.providers.amazon.aws.hooks.eks"]
-    assert found["google metadata"] == "hidden", "Airflow's ProvidersManager must not see it either"
+    for module in MODULES[2:]:  # as for a package never installed
+        assert found[module].startswith("No module named"), found
+    assert found["find_spec"] == "none"
+    assert found["google metadata"] == found["google metadata (backport)"] == "hidden", \
+        "Airflow's ProvidersManager must not see it either"
 
 
 def test_gate_lets_through_what_requirements_add(tmp_path):
     providers = CONFIG["_providers"]
     found = probe(tmp_path, f"{providers['cncf_kubernetes']}\n{providers['google']}\n")
-    assert found["google.cloud.container_v1"] == "ok" and found["google metadata"] == "visible"
-    assert "apache-airflow-providers-amazon" in found["airflow.providers.amazon.aws.hooks.eks"]
+    assert found["google.cloud.container_v1"] == "ok" and found["google metadata (backport)"] == "visible"
+    assert found["airflow.providers.amazon.aws.hooks.eks"].startswith("No module named")
 
 
 def test_gate_catches_a_gpu_project_missing_its_provider(render, tmp_path):
@@ -79,8 +83,23 @@ def test_gate_catches_a_gpu_project_missing_its_provider(render, tmp_path):
     line = CONFIG["_providers"]["google"]
     assert line in requirements.read_text()
     requirements.write_text(requirements.read_text().replace(line, ""))
-    script = "from airflow.dag_processing.dagbag import DagBag; import sys; print(sorted(DagBag(sys.argv[1]).import_errors))"
+    script = ("from airflow.dag_processing.dagbag import DagBag; import json, sys; "
+              "print(json.dumps(DagBag(sys.argv[1]).import_errors))")
     done = subprocess.run([sys.executable, "-c", script, str(copy / "dags")], capture_output=True, text=True,
                           env=airflow_env(copy, tmp_path / "home"), timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "remote_kpo_gpu.py" in done.stdout.strip().splitlines()[-1]
+    errors = {Path(k).name: v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+    assert list(errors) == ["remote_kpo_gpu.py"], errors
+    assert "No module named 'airflow.providers.google'" in errors["remote_kpo_gpu.py"], errors
+
+
+def test_e2e_runs_are_gated(render, tmp_path):
+    """The end-to-end DAG processes (and the exec plugins they start) see only the image too."""
+    from e2e_harness import Cluster
+
+    project = render({"cloud": "generic", "xcom": True})
+    cluster = Cluster(project.path, tmp_path / "home", tmp_path)
+    cluster.connections = {}
+    env = cluster.env()
+    assert env["KPO_IMAGE_REQUIREMENTS"] == str(cluster.project / "requirements.txt")
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(GATE_DIR)

@@ -33,9 +33,9 @@ def golden_lists() -> dict[str, set[str]]:
     return sections
 
 
-def variant_answers(variant: str) -> dict:
+def variant_answers(variant: str, xcom: bool) -> dict:
     cloud, *options = variant.split("-")
-    return {"cloud": cloud, "xcom": True, "pod_operator": "native" if "native" in options else "kubernetes",
+    return {"cloud": cloud, "xcom": xcom, "pod_operator": "native" if "native" in options else "kubernetes",
             "gpu_node_group": "gpu" in options}
 
 
@@ -60,11 +60,12 @@ def test_every_data_file_parses_and_python_compiles(project, tmp_path):
 
 
 @pytest.mark.parametrize("custom", [False, True], ids=["defaults", "custom"])
+@pytest.mark.parametrize("xcom", [True, False], ids=["xcom", "noxcom"])
 @pytest.mark.parametrize("variant", sorted(set(golden_lists()) - {"common"}))
-def test_files_match_the_golden_list(render, variant, custom):
+def test_files_match_the_golden_list(render, variant, xcom, custom):
     """Every file the variant should have, and nothing else (other clouds' and options' files pruned)."""
     golden = golden_lists()
-    project = render(variant_answers(variant) | (CUSTOM if custom else {}))
+    project = render(variant_answers(variant, xcom) | (CUSTOM if custom else {}))
     rel = {p.relative_to(project.path).as_posix() for p in project.files()}
     expected = golden["common"] | golden[variant]
     assert rel == expected, f"unexpected: {sorted(rel - expected)}; missing: {sorted(expected - rel)}"
@@ -230,3 +231,4 @@ def test_image_test_fails_instead_of_skipping_where_ci_requires_the_build(render
                               env=os.environ | {"REQUIRE_IMAGE_BUILD": "1"})
     assert relaxed.returncode == 0 and "1 skipped" in relaxed.stdout, relaxed.stdout[-2000:]
     assert required.returncode == 1 and "1 failed" in required.stdout, required.stdout[-2000:]
+    assert "REQUIRE_IMAGE_BUILD=1 makes this a failure" in required.stdout, required.stdout[-2000:]
