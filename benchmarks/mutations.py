@@ -127,7 +127,9 @@ def main(args: list[str]) -> int:
                 seconds += took
                 caught += failing if failed else []
             survived += not caught
-            rows.append((mutation.name, ", ".join(sorted(set(caught))) or "SURVIVED", f"{seconds:.0f}"))
+            names = sorted({c.split("/")[-1] for c in caught})
+            shown = f"{len(names)} failed: " + ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            rows.append((mutation.name, shown if names else "SURVIVED", f"{seconds:.0f}"))
             shutil.rmtree(mutant)
     width = max(len(r[0]) for r in rows)
     print(f"{'mutation':{width}}  seconds  caught by")

@@ -126,7 +126,8 @@ class Cluster:
             self.sts = StsDouble(eks, trust, rc.RUNNER_ROLE_ARN, {ASTRO_KEY: astro}).start()
             policy = self.project / "aws" / "runner-policy.json"
             if policy.exists():  # the native operator or the GPU DAG call the EKS API
-                self.eks_api = EksDouble(eks, json.loads(policy.read_text()), account=rc.AWS_ACCOUNT_ID, endpoint="",
+                self.eks_api = EksDouble(eks, json.loads(policy.read_text()), role_arn=rc.RUNNER_ROLE_ARN,
+                                         account=rc.AWS_ACCOUNT_ID, endpoint="",
                                          ca_data="", **self.eks_api_options).start()
                 self.double_options.setdefault("nodes", self.eks_api.node_groups_ready)
         if rc.CLOUD == "gcp":  # gke-gcloud-auth-plugin signs in with the runner's service-account key

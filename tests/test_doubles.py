@@ -40,6 +40,7 @@ GENERIC = {"cloud": "generic", "xcom": False}
 RUNNER_KEY, RUNNER_SECRET, RUNNER_SESSION_TOKEN = "ASIARUNNERSESSION001", "runner-secret", "runner-session-token"
 STRAY_KEY, STRAY_SECRET, STRAY_SESSION_TOKEN = "ASIASTRAYSESSION0001", "stray-secret", "stray-session-token"
 ASTRO_KEY, ASTRO_SECRET = "AKIAASTROWORKLOAD001", "astro-workload-secret"
+OTHER_ROLE_KEY = "ASIAOTHERROLESESS001"
 OUTSIDER_KEY, OUTSIDER_SECRET = "AKIAOUTSIDERCALLER01", "outsider-secret"
 NO_RETRIES = Config(retries={"total_max_attempts": 1})
 
@@ -303,6 +304,7 @@ def test_rbac_eks_identity_in_a_group_not_in_the_rolebinding_is_403(eks_plugin, 
     assert who_am_i(double, token)[0] == 201, "authenticated"
     code, status = call(double, "GET", f"/api/v1/namespaces/{project.answers['namespace']}/pods", token)
     assert (code, status.get("reason")) == (403, "Forbidden")
+    assert 'cannot list resource "pods"' in status["message"], status
 
 
 def test_rbac_verb_not_in_the_role_is_403(sa_cluster):
@@ -317,23 +319,18 @@ def test_rbac_verb_not_in_the_role_is_403(sa_cluster):
     assert 'cannot create resource "events"' in status["message"]
 
 
-def test_rbac_subresource_not_in_the_role_is_403(sa_cluster):
-    """Without xcom the Role has no pods/exec: an exec upgrade is refused before any pod lookup."""
+@pytest.mark.parametrize("path, refusal", [
+    # Without xcom the Role has no pods/exec: an exec upgrade is refused before any pod lookup.
+    ("/api/v1/namespaces/{namespace}/pods/some-pod/exec?command=ls", 'cannot get resource "pods/exec"'),
+    ("/api/v1/namespaces/default/pods", 'in the namespace "default"'),
+], ids=["subresource-not-in-the-role", "another-namespace"])
+def test_rbac_outside_the_role_is_403(sa_cluster, path, refusal):
     project, double = sa_cluster
     namespace, name = bound_account(project)
     token = double.sa_tokens.mint(namespace, name, ttl=600)
-    code, status = call(double, "GET", f"/api/v1/namespaces/{namespace}/pods/some-pod/exec?command=ls", token)
+    code, status = call(double, "GET", path.format(namespace=namespace), token)
     assert (code, status.get("reason")) == (403, "Forbidden")
-    assert 'cannot get resource "pods/exec"' in status["message"]
-
-
-def test_rbac_another_namespace_is_403(sa_cluster):
-    project, double = sa_cluster
-    namespace, name = bound_account(project)
-    token = double.sa_tokens.mint(namespace, name, ttl=600)
-    code, status = call(double, "GET", "/api/v1/namespaces/default/pods", token)
-    assert (code, status.get("reason")) == (403, "Forbidden")
-    assert 'in the namespace "default"' in status["message"]
+    assert refusal in status["message"]
 
 
 # -- STS AssumeRole under the rendered trust policy ----------------------------------------------
@@ -408,7 +405,10 @@ def eks_api(render):
     auth.credentials[RUNNER_KEY] = AwsCredential(RUNNER_SECRET, f"arn:aws:sts::{account}:assumed-role/{role}/airflow",
                                                  session_token=RUNNER_SESSION_TOKEN)
     auth.credentials[ASTRO_KEY] = AwsCredential(ASTRO_SECRET, project.answers["aws_astro_workload_identity_arn"])
-    double = EksDouble(auth, policy, account=account, endpoint="https://127.0.0.1:1", ca_data="", polls_to_active=1).start()
+    auth.credentials[OTHER_ROLE_KEY] = AwsCredential(RUNNER_SECRET, f"arn:aws:sts::{account}:assumed-role/other-role/airflow",
+                                                     session_token=RUNNER_SESSION_TOKEN)
+    double = EksDouble(auth, policy, role_arn=entry["principalArn"], account=account, endpoint="https://127.0.0.1:1",
+                       ca_data="", polls_to_active=1).start()
     remote_cluster = project.path / "include" / "remote_cluster.py"
     spec = importlib.util.spec_from_file_location("rendered_remote_cluster_gpu", remote_cluster)
     rc = importlib.util.module_from_spec(spec)
@@ -467,4 +467,11 @@ def test_eks_api_create_node_group_without_pass_role_on_its_node_role_is_access_
 def test_eks_api_caller_that_is_not_a_role_session_is_access_denied(eks_api):
     rc, double = eks_api
     error = aws_error(lambda: eks_client(double, ASTRO_KEY, ASTRO_SECRET, None).describe_cluster(name=rc.CLUSTER_NAME))
-    assert error["Code"] == "AccessDeniedException"
+    assert error["Code"] == "AccessDeniedException" and "not signed by a session of the runner role" in error["Message"]
+
+
+def test_eks_api_session_of_another_role_is_access_denied(eks_api):
+    """The runner policy is the runner role's: another role's session is not granted it."""
+    rc, double = eks_api
+    error = aws_error(lambda: eks_client(double, OTHER_ROLE_KEY).describe_cluster(name=rc.CLUSTER_NAME))
+    assert error["Code"] == "AccessDeniedException" and "not signed by a session of the runner role" in error["Message"]

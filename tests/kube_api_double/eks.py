@@ -28,10 +28,12 @@ ROUTE = re.compile(r"^/clusters/(?P<cluster>[^/]+)(?:/node-groups(?:/(?P<nodegro
 
 
 class EksDouble(LocalServer):
-    def __init__(self, auth: EksAuthenticator, policy: dict, *, account: str, endpoint: str, ca_data: str,
+    def __init__(self, auth: EksAuthenticator, policy: dict, *, role_arn: str, account: str, endpoint: str, ca_data: str,
                  subnets: tuple[str, ...] = ("subnet-0aaa", "subnet-0bbb"), polls_to_active: int = 2,
                  polls_to_gone: int = 2, create_fails: bool = False):
         self.auth, self.policy, self.account = auth, policy, account
+        # The policy is this role's: only its sessions are granted it (arn:...:sts::ACCT:assumed-role/ROLE/...).
+        self.session_prefix = role_arn.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/") + "/"
         self.endpoint, self.ca_data, self.subnets = endpoint, ca_data, list(subnets)
         self.polls_to_active, self.polls_to_gone, self.create_fails = polls_to_active, polls_to_gone, create_fails
         self.nodegroups: dict[str, dict] = {}
@@ -94,7 +96,7 @@ class EksDouble(LocalServer):
         caller = credential.principal_arn if credential else None
         with self.lock:
             self.calls.append({"action": action, "caller": caller, "nodegroup": nodegroup or body.get("nodegroupName")})
-        if credential is None or ":assumed-role/" not in caller:
+        if credential is None or not caller.startswith(self.session_prefix):
             return 403, {"message": "not signed by a session of the runner role"}, "AccessDeniedException"
         if not match:
             return 404, {"message": f"No cluster found for name: {cluster}."}, "ResourceNotFoundException"
