@@ -151,6 +151,9 @@ def test_the_token_endpoint_refuses_a_bad_assertion(gke, bad):
     assert sign_in(gke.google, assertion(gke.key_file))[0] == 200, "the same assertion made right is accepted"
     status, answer = sign_in(gke.google, assertion(gke.key_file, **changes))
     assert (status, answer.get("error")) == (400, "invalid_grant"), answer
+    reason = {"signed with another key": "Invalid JWT Signature", "aud is another endpoint": "Invalid JWT: aud",
+              "valid for two hours": "short-lived token"}[bad]
+    assert reason in answer.get("error_description", ""), answer  # refused by the rule under test
     assert len(gke.google.tokens) == 1, "no token for the bad assertion"
 
 
