@@ -79,6 +79,8 @@ MUTATIONS = [
     Mutation("CLI stand-in: answers kubectl calls it does not model", "tests/cloud_cli_double/__main__.py",
              'raise Failed(f"cli double: kubectl {\' \'.join(words[:2])} is not simulated", 97)', 'return ""',
              ["tests/test_cli_double.py"]),
+    Mutation("rendered README: heading glued to the line before it again", f"{TEMPLATE}/README.md",
+             "{%- endif %}\n\n## Deploy", "{% endif -%}\n## Deploy", ["tests/test_readme.py"]),
     Mutation("GKE GPU project without the google provider (the shipped defect)",
              f"{TEMPLATE}/requirements.txt",
              '\n    + (c.gpu_node_group.providers if cookiecutter.gpu_node_group else [])', "",

@@ -82,6 +82,9 @@ def test_create_records_answers_and_update_applies_later_template_changes(templa
 
     (project / ".env").write_text("LOCAL_ONLY_SETTING=never-in-a-diff\n")
     assert sh(CRUFT, "check", cwd=project, ok=False).returncode == 1
+    # As the rendered README says: plain `cruft diff` compares with the commit rendered from
+    # (no local change: empty), `--checkout main` with the template's newest version.
+    assert "Namespace in capitals" not in sh(CRUFT, "diff", cwd=project).stdout
     diff = sh(CRUFT, "diff", "--checkout", "main", cwd=project)
     assert "Namespace in capitals: GPU-JOBS" in diff.stdout
     assert "never-in-a-diff" not in diff.stdout, "pyproject.toml [tool.cruft] skip keeps local files out"
