@@ -3,11 +3,13 @@
 Step by step it proves that the connection is filled in, that the credentials produce a
 token, that the API server answers and accepts that token, and that the identity may make
 every call the remote_kpo DAG makes. The first failing step names what is missing and how
-to fix it; the last task prints the whole report.
+to fix it; the last task prints the whole report. A step that passes but needs action soon
+(a ServiceAccount token under a quarter of its lifetime) logs a warning and the run succeeds.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 {% if not (cookiecutter.pod_operator == "native" and cookiecutter.cloud == "gcp") %}
@@ -27,14 +29,22 @@ from include.remote_pod import CLUSTER_ARGS, RemotePodOperator
 {%- endif %}
 
 
+log = logging.getLogger(__name__)
+WARNING = "WARNING: "
+
+
 def step(check, *args) -> str:
-    """Run one check; a failure is final (retrying a missing permission cannot help)."""
+    """Run one check; a failure is final (retrying a missing permission cannot help), a finding
+    that needs attention is logged as a warning and marked so in the report."""
     try:
         finding = check(*args)
     except preflight.PreflightError as err:
         raise AirflowFailException(str(err)) from None
+    if isinstance(finding, preflight.Attention):
+        log.warning("%s", finding)
+        return f"{WARNING}{finding}"
     print(f"OK: {finding}")
-    return finding
+    return str(finding)
 
 
 def connection():
@@ -123,9 +133,11 @@ def check_remote_cluster():
     @task
     def report(*findings: str) -> None:
         names = ("connection", "credentials", "api server", "permissions")
-        print(f"Remote cluster {CLUSTER_NAME} via connection {CONNECTION_ID}: ready")
+        warned = any(finding.startswith(WARNING) for finding in findings)
+        print(f"Remote cluster {CLUSTER_NAME} via connection {CONNECTION_ID}: ready{' (see the warning)' if warned else ''}")
         for name, finding in zip(names, findings, strict=True):
-            print(f"  [ok] {name:<12} {finding}")
+            mark = "warn" if finding.startswith(WARNING) else "ok"
+            print(f"  [{mark}] {name:<12} {finding.removeprefix(WARNING)}")
 
     steps = [check_connection(), credentials(), api_server(), permissions()]
     for before, after in zip(steps, steps[1:], strict=False):

@@ -16,18 +16,27 @@ import subprocess
 
 from include import remote_cluster as rc
 
+# Generic clusters: a new ServiceAccount token, minted and loaded into the deployment in one command.
+ROTATE_TOKEN = ("scripts/deploy.sh --deployment-id <id> --rotate-token --kubeconfig <admin kubeconfig> "
+                "(locally: python3 scripts/write_connection.py --kubeconfig <admin kubeconfig>, then astro dev restart)")
+# Under this share of its lifetime left, the token check passes with a warning.
+LOW_TOKEN_SHARE = 0.25
 FIX_CONNECTION = "run `scripts/setup_remote.sh` (or `python3 scripts/write_connection.py`) and restart (`astro dev restart`)"
 FIX_IDENTITY = {
     "aws": "create the access entry: aws eks create-access-entry --cli-input-json file://aws/access-entry.json",
     "gcp": "grant roles/container.clusterViewer to the service account (README, step 2)",
     "azure": "add the federated credential to the managed identity (README, step 2)",
-    "generic": "mint a new token: python3 scripts/write_connection.py --kubeconfig <admin kubeconfig>",
+    "generic": f"mint and load a new token: {ROTATE_TOKEN}",
 }[rc.CLOUD]
 FIX_RBAC = "run scripts/setup_remote.sh, or kubectl apply -f k8s/ as a cluster admin"
 
 
 class PreflightError(Exception):
     """A step failed; the message says what is missing and how to fix it."""
+
+
+class Attention(str):
+    """A finding of a step that passed but needs action soon: logged as a warning, the run succeeds."""
 
 
 def kube_config_of(extra: dict) -> dict | None:
@@ -83,19 +92,44 @@ def check_credentials(extra: dict) -> str:
     return f"{plugin['command']} made a token, expires {status.get('expirationTimestamp', 'unknown')}"
 
 
-def describe_token(token: str) -> str:
-    if not token:
-        raise PreflightError(f"the connection has no ServiceAccount token: {FIX_CONNECTION}")
+def token_times(token: str, now: dt.datetime | None = None) -> tuple[dt.datetime, float, float | None] | None:
+    """(expiry, seconds left, lifetime in seconds or None) of a JWT bearer token, from its
+    ``exp`` and ``iat`` claims; None if it is not a JWT with an expiry. Decoded without
+    verifying the signature: the token is the cluster's to verify, this only reads its dates."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return "static bearer token (not a JWT; expiry unknown)"
-    expires = dt.datetime.fromtimestamp(claims.get("exp", 0), tz=dt.UTC)
-    left = expires - dt.datetime.now(dt.UTC)
-    if left.total_seconds() <= 0:
-        raise PreflightError(f"the ServiceAccount token expired at {expires:%Y-%m-%d %H:%M} UTC: {FIX_IDENTITY}")
-    return f"ServiceAccount token valid until {expires:%Y-%m-%d %H:%M} UTC ({left.total_seconds() / 3600:.1f} h left)"
+        expires_at = float(claims["exp"])
+        issued_at = float(claims["iat"]) if "iat" in claims else None
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+    now = now or dt.datetime.now(dt.UTC)
+    expires = dt.datetime.fromtimestamp(expires_at, tz=dt.UTC)
+    lifetime = expires_at - issued_at if issued_at is not None and expires_at > issued_at else None
+    return expires, (expires - now).total_seconds(), lifetime
+
+
+def span(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(seconds, 0) / 60:.0f} min"
+
+
+def describe_token(token: str, now: dt.datetime | None = None) -> str:
+    """The ServiceAccount token's time left: fails when expired, warns under a quarter of its lifetime."""
+    if not token:
+        raise PreflightError(f"the connection has no ServiceAccount token: {FIX_CONNECTION}")
+    times = token_times(token, now)
+    if times is None:
+        return "static bearer token (not a JWT with an expiry; time left unknown)"
+    expires, left, lifetime = times
+    until = f"{expires:%Y-%m-%d %H:%M} UTC"
+    if left <= 0:
+        raise PreflightError(f"the ServiceAccount token expired at {until} ({span(-left)} ago): {FIX_IDENTITY}")
+    if lifetime is None:
+        return f"ServiceAccount token valid until {until} ({span(left)} left)"
+    if left < LOW_TOKEN_SHARE * lifetime:
+        return Attention(f"ServiceAccount token valid until {until}: {span(left)} of its {span(lifetime)} left, "
+                         f"under a quarter: rotate it soon: {ROTATE_TOKEN}")
+    return f"ServiceAccount token valid until {until} ({span(left)} of {span(lifetime)} left)"
 
 
 def check_api_server(api_client) -> str:

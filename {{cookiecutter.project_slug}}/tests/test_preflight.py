@@ -2,8 +2,11 @@
 checks, the connection shape and the exec-plugin handling are the project's real code."""
 
 import base64
+import datetime as dt
+import importlib.util
 import json
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -48,15 +51,79 @@ def test_missing_exec_plugin_is_named(monkeypatch):
         preflight.check_credentials(filled_extra())
 
 
-@pytest.mark.skipif(rc.CLOUD != "generic", reason="only generic clusters carry a token")
-def test_expired_service_account_token_is_refused():
-    def jwt(exp: float) -> str:
-        claims = base64.urlsafe_b64encode(json.dumps({"exp": exp}).encode()).decode().rstrip("=")
-        return f"e30.{claims}.sig"
+GENERIC = pytest.mark.skipif(rc.CLOUD != "generic", reason="only generic clusters carry a ServiceAccount token")
+NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+HOUR = 3600
 
-    with pytest.raises(preflight.PreflightError, match="expired"):
-        preflight.check_credentials(filled_extra(token=jwt(time.time() - 60)))
-    assert "h left" in preflight.check_credentials(filled_extra(token=jwt(time.time() + 7200)))
+
+def jwt(**claims) -> str:
+    """A token shaped as the API server issues it; the signature is not checked, only read past."""
+    def b64(doc: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=")
+
+    return f"{b64({'alg': 'RS256', 'kid': 'k1'})}.{b64(claims)}.c2lnbmF0dXJl"
+
+
+def minted(hours: float, lifetime_hours: float = 24) -> str:
+    """A token with `hours` of its `lifetime_hours` left at NOW."""
+    expires = NOW.timestamp() + hours * HOUR
+    return jwt(sub="system:serviceaccount:jobs:runner", exp=expires, iat=expires - lifetime_hours * HOUR)
+
+
+@GENERIC
+def test_expired_service_account_token_is_refused_with_the_rotation():
+    with pytest.raises(preflight.PreflightError, match="expired at 2026-03-01 11:00 UTC \\(1.0 h ago\\)") as err:
+        preflight.describe_token(minted(-1), now=NOW)
+    assert "scripts/deploy.sh --deployment-id <id> --rotate-token" in str(err.value)
+    with pytest.raises(preflight.PreflightError, match="expired"):  # through the step the DAG runs, at the real time
+        preflight.check_credentials(filled_extra(token=jwt(exp=time.time() - 60, iat=time.time() - 3660)))
+
+
+@GENERIC
+def test_time_left_is_reported_against_the_lifetime():
+    finding = preflight.describe_token(minted(18), now=NOW)
+    assert finding == "ServiceAccount token valid until 2026-03-02 06:00 UTC (18.0 h of 24.0 h left)"
+    assert not isinstance(finding, preflight.Attention)
+    assert "h of 2.0 h left" in preflight.check_credentials(filled_extra(token=jwt(exp=time.time() + 7200, iat=time.time())))
+
+
+@GENERIC
+@pytest.mark.parametrize(("hours", "lifetime", "warned"), [(5.9, 24, True), (6.1, 24, False), (0.2, 1, True), (0.5, 1, False)])
+def test_under_a_quarter_of_the_lifetime_passes_with_a_warning(hours, lifetime, warned):
+    finding = preflight.describe_token(minted(hours, lifetime), now=NOW)
+    assert isinstance(finding, preflight.Attention) is warned, finding
+    if warned:
+        assert "under a quarter: rotate it soon: scripts/deploy.sh --deployment-id <id> --rotate-token" in finding
+        assert f"of its {lifetime:.1f} h left" in finding
+
+
+@GENERIC
+def test_tokens_without_dates_pass_without_guessing():
+    assert "time left unknown" in preflight.describe_token("not-a-jwt", now=NOW)
+    assert "time left unknown" in preflight.describe_token(jwt(sub="legacy-secret-token"), now=NOW)  # no exp claim
+    no_iat = preflight.describe_token(jwt(exp=NOW.timestamp() + 2 * HOUR), now=NOW)
+    assert no_iat == "ServiceAccount token valid until 2026-03-01 14:00 UTC (2.0 h left)"
+    with pytest.raises(preflight.PreflightError, match="no ServiceAccount token"):
+        preflight.describe_token("", now=NOW)
+
+
+def load_preflight_dag():
+    spec = importlib.util.spec_from_file_location("check_remote_cluster_under_test",
+                                                  Path(__file__).resolve().parent.parent / "dags" / "check_remote_cluster.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_step_that_needs_attention_logs_a_warning_and_passes(monkeypatch):
+    dag_file = load_preflight_dag()
+    warnings = []
+    monkeypatch.setattr(dag_file.log, "warning", lambda fmt, *args: warnings.append(fmt % args))
+    assert dag_file.step(lambda: preflight.Attention("rotate soon")) == "WARNING: rotate soon"
+    assert warnings == ["rotate soon"]
+    assert dag_file.step(lambda: "fine") == "fine" and warnings == ["rotate soon"]
+    with pytest.raises(dag_file.AirflowFailException, match="missing"):
+        dag_file.step(lambda: (_ for _ in ()).throw(preflight.PreflightError("missing")))
 
 
 @NATIVE_PATH

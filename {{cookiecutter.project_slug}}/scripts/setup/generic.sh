@@ -5,11 +5,13 @@
 SERVICE_ACCOUNT="$(setting SERVICE_ACCOUNT)"
 SOURCE_KUBECONFIG="${KUBECONFIG:-$HOME/.kube/config}"
 CONTEXT=""
+TOKEN_DURATION=""
 IMPERSONATE=(--as "system:serviceaccount:$NAMESPACE:$SERVICE_ACCOUNT")
 
 cloud_usage() {
     printf "  --kubeconfig PATH     an admin kubeconfig (default: \$KUBECONFIG or ~/.kube/config)\n"
     printf '  --context NAME        its context to use (default: the current one)\n'
+    printf '  --token-duration D    lifetime of the ServiceAccount token, e.g. 24h (default), 12h, 90m\n'
 }
 
 cloud_option() {
@@ -18,6 +20,10 @@ cloud_option() {
     case "$1" in
         --kubeconfig) SOURCE_KUBECONFIG="$2" ;;
         --context) CONTEXT="$2" ;;
+        --token-duration)
+            local re='^([0-9]+[hms])+$'
+            [[ $2 =~ $re ]] || die "--token-duration: '$2' is not a duration; use e.g. 24h, 12h or 90m (kubectl create token --duration)"
+            TOKEN_DURATION="$2" ;;
         *) return 1 ;;
     esac
 }
@@ -26,6 +32,7 @@ cloud_identity() {
     [ -f "$SOURCE_KUBECONFIG" ] || die "--kubeconfig: $SOURCE_KUBECONFIG does not exist; give an admin kubeconfig, e.g. --kubeconfig ~/.kube/config"
     CONNECTION_ARGS=(--kubeconfig "$SOURCE_KUBECONFIG")
     [ -z "$CONTEXT" ] || CONNECTION_ARGS+=(--context "$CONTEXT")
+    [ -z "$TOKEN_DURATION" ] || CONNECTION_ARGS+=(--token-duration "$TOKEN_DURATION")
     KUBECTL=(kubectl --kubeconfig "$SOURCE_KUBECONFIG")
     [ -z "$CONTEXT" ] || KUBECTL+=(--context "$CONTEXT")
 }
