@@ -6,24 +6,33 @@ Jinja template, so an answer like ``{{ ''.__class__ }}`` would run before any ch
 values, hook files, file and folder names) and turns any other source with template syntax
 into a literal, which the field rules then refuse like any bad answer.
 
-cookiecutter prints a traceback when a hook fails, so the one-line refusal happens here,
-before cookiecutter creates anything: the last private variable of cookiecutter.json
+cookiecutter prints a traceback when a hook fails, so the refusal happens here, before
+cookiecutter creates anything: the last private variable of cookiecutter.json
 (``__answers_checked``) passes all answers through ``refuse_bad_answers``, which applies the
-rules of hooks/pre_gen_project.py (the single place they are written) and exits 1 with
-one ``ERROR: <field>: ...`` line. The pre-generation hook repeats the check as a backstop.
+rules of hooks/pre_gen_project.py (the single place they are written), prints one
+``ERROR: <field>: ...`` line per bad answer on stderr, then on stdout the command that retries
+with every other answer kept (each refused one as ``<FIX>``), and exits 1. The pre-generation
+hook repeats the check as a backstop.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import shlex
 import sys
 from pathlib import Path
 
+from jinja2 import pass_environment
 from jinja2.ext import Extension
 
 ROOT = Path(__file__).resolve().parent
 TEMPLATE_DIR = ROOT / "{{cookiecutter.project_slug}}"
 SYNTAX = ("{{", "{%", "{#")
+FIX = "<FIX>"
+# Options of the cookiecutter and `cruft create` commands that a retry must not repeat.
+NOT_REPEATED = {"no_input", "extra_context", "extra_context_file", "replay", "replay_file", "verbose", "debug_file",
+                "list_installed", "version", "help"}
 
 
 def _strings(value) -> set[str]:
@@ -36,10 +45,12 @@ def _strings(value) -> set[str]:
     return set()
 
 
-def _our_sources() -> set[str]:
-    import json
+def _config() -> dict:
+    return json.loads((ROOT / "cookiecutter.json").read_text())
 
-    sources = _strings(json.loads((ROOT / "cookiecutter.json").read_text()))
+
+def _our_sources() -> set[str]:
+    sources = _strings(_config())
     sources |= {p.read_text() for p in (ROOT / "hooks").glob("*.py")}
     return sources
 
@@ -58,13 +69,89 @@ def _rules():
     return module
 
 
-def refuse_bad_answers(answers) -> str:
-    rules = _rules()
-    error = rules.check_fields(dict(answers)) or rules.check_combinations(dict(answers))
-    if error:
-        print(error, file=sys.stderr)
-        raise SystemExit(1)
-    return "yes"
+def _derived_slug(environment, answers: dict) -> str | None:
+    """The slug cookiecutter.json derives from this project_name (its expression, not a copy)."""
+    try:
+        return environment.from_string(_config()["project_slug"]).render(cookiecutter=answers)
+    except Exception:  # noqa: BLE001 - a name the expression cannot take derives nothing
+        return None
+
+
+def kept_answers(answers: dict, refused: set[str], derived_slug: str | None) -> dict[str, str]:
+    """What a retry needs: every answer, refused ones as FIX; left out are a derived slug (it follows
+    the name) and other clouds' answers still at their defaults (nobody typed them)."""
+    defaults, clouds, kept = _config(), answers.get("_clouds", {}), {}
+    for key, value in answers.items():
+        owner = key.split("_")[0]
+        if key in refused:
+            kept[key] = FIX
+        elif key.startswith("_") or key not in defaults or (key == "project_slug" and value == derived_slug):
+            continue
+        elif owner in clouds and owner != answers.get("cloud") and value == defaults[key]:
+            continue
+        else:
+            kept[key] = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+    return kept
+
+
+def _command_context():
+    """The running command's parsed arguments: cookiecutter's CLI is click, cruft's is typer's copy of click."""
+    for module in ("click.globals", "typer._click.globals"):
+        try:
+            ctx = importlib.import_module(module).get_current_context(silent=True)
+        except (ImportError, AttributeError):
+            continue
+        if ctx is not None:
+            return ctx
+    return None
+
+
+def retry_words(kept: dict[str, str]) -> list[str]:
+    """The command that was run (cookiecutter or cruft create, same template and options), with --no-input and
+    the answers; from the Python API, cookiecutter on this template folder."""
+    ctx = _command_context()
+    names = {p.name for p in ctx.command.params} if ctx else set()
+    if not names & {"template", "template_git_url"}:
+        return ["cookiecutter", "--no-input", str(ROOT), *(f"{k}={v}" for k, v in kept.items())]
+    words, template = [*ctx.command_path.split(), "--no-input"], []
+    for param in ctx.command.params:
+        value, option = ctx.params.get(param.name), max(param.opts, key=len)
+        if param.name in ("template", "template_git_url"):
+            template = [str(value)]
+        elif param.name in NOT_REPEATED or value in (None, False, (), []) or str(value) == str(param.default):
+            continue
+        elif getattr(param, "is_flag", False):
+            words.append(option)
+        else:
+            words += [w for v in (value if getattr(param, "multiple", False) else [value]) for w in (option, str(v))]
+    if "template_git_url" in names:  # cruft create takes the answers as JSON
+        return [*words, *template, "--extra-context", json.dumps(kept)]
+    return [*words, *template, *(f"{k}={v}" for k, v in kept.items())]
+
+
+def shell_lines(words: list[str], width: int = 100) -> str:
+    """Shell-quoted (answers are data), wrapped with backslash continuations."""
+    lines = [""]
+    for word in map(shlex.quote, words):
+        if lines[-1] and len(lines[-1]) + len(word) > width:
+            lines.append("")
+        lines[-1] += (" " if lines[-1] else "") + word
+    return " \\\n    ".join(lines)
+
+
+@pass_environment
+def refuse_bad_answers(environment, answers) -> str:
+    answers = dict(answers)
+    errors = _rules().check(answers)
+    if not errors:
+        return "yes"
+    slug = _derived_slug(environment, answers)
+    if "project_name" in errors and answers.get("project_slug") == slug:
+        errors.pop("project_slug", None)  # the slug follows the name: fixing the name fixes it
+    print("\n".join(errors.values()), file=sys.stderr, flush=True)
+    print(f"Nothing was written. To retry with your other answers, replace each {FIX} below and run:\n  "
+          + shell_lines(retry_words(kept_answers(answers, set(errors), slug))), flush=True)
+    raise SystemExit(1)
 
 
 def install(ext, environment) -> None:

@@ -1,8 +1,10 @@
-"""The hooks: every class of bad input is refused with one line and leaves nothing on disk."""
+"""The hooks: every class of bad input is refused with one line naming its field, all bad answers at once, and
+nothing is left on disk."""
 
 from __future__ import annotations
 
 import importlib.util
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -65,9 +67,50 @@ def answers(**overrides) -> dict:
 
 @pytest.mark.parametrize("field,value,cloud", BAD, ids=[f"{f}-{i}" for i, (f, _, _) in enumerate(BAD)])
 def test_validator_names_the_field(field, value, cloud):
-    error = PRE.check_fields(answers(cloud=cloud, **{field: value}))
-    assert error and error.startswith(f"ERROR: {field}: ") and "e.g. " in error
-    assert "\n" not in error
+    errors = PRE.check_fields(answers(cloud=cloud, **{field: value}))
+    assert list(errors) == [field], errors
+    assert errors[field].startswith(f"ERROR: {field}: ") and "e.g. " in errors[field]
+    assert "\n" not in errors[field]
+
+
+def test_every_bad_answer_is_named_at_once_in_prompt_order():
+    """One line per bad answer (first bad value of each aws-checked field in BAD), none left out."""
+    bad = {}
+    for field, value, cloud in BAD:
+        if cloud == "aws":
+            bad.setdefault(field, value)
+    errors = PRE.check(answers(**bad))
+    assert list(errors) == [k for k in CONFIG if k in bad], errors
+    assert all(line.startswith(f"ERROR: {field}: ") and "\n" not in line for field, line in errors.items())
+
+
+def test_rules_follow_the_prompts():
+    """Refusals come in prompt order whatever order the answers arrive in (the hook gets them sorted)."""
+    order = [*PRE.RULES]
+    order.insert(order.index("cloud") + 1, "cluster_name")
+    assert order == [k for k in CONFIG if not k.startswith("_")]
+
+
+def test_main_prints_one_line_per_bad_answer(capsys):
+    assert PRE.main(answers(namespace="default", aws_account_id="12", xcom="maybe")) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[1].strip() for line in lines] == ["namespace", "xcom", "aws_account_id"], lines
+
+
+@pytest.mark.parametrize("overrides,named,why", [
+    ({"aws_region": "useast1"}, ["aws_region"], "is not allowed"),
+    ({"aws_region": "cn-north-1", "aws_astro_workload_identity_arn": "arn:aws:iam::1:role/x"},
+     ["aws_astro_workload_identity_arn"], "is not allowed"),
+    ({"cloud": "azure", "azure_tenant_id": "nope", "azure_identity_object_id": CONFIG["azure_identity_client_id"]},
+     ["azure_tenant_id", "azure_identity_object_id"], "must differ"),
+    ({"cloud": "azure", "azure_identity_object_id": "NOPE", "azure_tenant_id": CONFIG["azure_identity_client_id"]},
+     ["azure_identity_object_id"], "is not allowed"),
+], ids=["bad-region-no-partition-check", "bad-arn-no-partition-check", "duplicate-ids-among-valid-ones",
+        "own-rule-first"])
+def test_combinations_look_only_at_answers_valid_on_their_own(overrides, named, why):
+    errors = PRE.check(answers(**overrides))
+    assert list(errors) == named, errors
+    assert why in errors[named[-1]]
 
 
 def test_defaults_pass_for_every_cloud():
@@ -80,8 +123,20 @@ def test_defaults_pass_for_every_cloud():
     ({"cloud": "azure", "azure_identity_object_id": CONFIG["azure_identity_client_id"]}, "azure_identity_object_id"),
 ], ids=["aws-partition-mismatch", "azure-client-equals-object-id"])
 def test_combinations_are_checked(overrides, field):
-    error = PRE.check_fields(answers(**overrides)) or PRE.check_combinations(answers(**overrides))
-    assert error and error.startswith(f"ERROR: {field}: ")
+    errors = PRE.check(answers(**overrides))
+    assert list(errors) == [field] and errors[field].startswith(f"ERROR: {field}: ")
+
+
+def retry_command(output: str) -> str:
+    """The retry command a refusal prints: the lines after "and run:", joined where they end in a backslash."""
+    lines = output.replace("\r", "").split("and run:\n", 1)[1].splitlines()
+    end = next(i for i, line in enumerate(lines) if not line.endswith(" \\"))
+    return "\n".join(lines[: end + 1])
+
+
+def retry_words(output: str) -> list[str]:
+    """The retry command as the shell splits it (a backslash-newline only continues the line)."""
+    return shlex.split(retry_command(output).replace(" \\\n", " "))
 
 
 def bake_cli(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
@@ -97,6 +152,7 @@ def test_real_cookiecutter_refuses_and_leaves_nothing(tmp_path, field, value, cl
     errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR: ")]
     assert len(errors) == 1 and errors[0].startswith(f"ERROR: {field}: "), done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+    assert f"{field}=<FIX>" in retry_words(done.stdout), done.stdout
     leftovers = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert not leftovers and not any((tmp_path / "out").glob("*")), leftovers
     assert not (tmp_path.parent / "escape").exists()
@@ -121,6 +177,7 @@ def test_template_code_passes_ruff():
 @pytest.mark.parametrize("cloud,option,value", [("azure", "pod_operator", "native"), ("generic", "pod_operator", "native"),
                                                 ("azure", "gpu_node_group", True), ("generic", "gpu_node_group", True)])
 def test_options_a_cloud_lacks_are_refused_in_one_line(cloud, option, value):
-    error = PRE.check_combinations(answers(cloud=cloud, **{option: value}))
-    assert error and error.startswith(f"ERROR: {option}: ") and f"allowed for {cloud}: " in error
-    assert "\n" not in error
+    errors = PRE.check(answers(cloud=cloud, **{option: value}))
+    assert list(errors) == [option], errors
+    assert errors[option].startswith(f"ERROR: {option}: ") and f"allowed for {cloud}: " in errors[option]
+    assert "\n" not in errors[option]

@@ -1,6 +1,6 @@
-"""Hostile answers: each one ends as a one-line refusal that leaves nothing on disk, or as a
-project where every file still parses and the answer appears only as data. And an answer
-crafted to execute code never does (a marker file must not appear).
+"""Hostile answers: each one ends as a refusal (one line, naming its field; a retry command where the answer is
+replaced by <FIX>) that leaves nothing on disk, or as a project where every file still parses and the answer
+appears only as data. And an answer crafted to execute code never does (a marker file must not appear).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from cookiecutter.main import cookiecutter
 from dockerfile_parse import DockerfileParser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_hooks import PRE
+from test_hooks import PRE, retry_words
 
 FREE_TEXT = [k for k, v in CONFIG.items() if not k.startswith("_") and isinstance(v, str)]
 NASTY = ["'", '"', "\\", "\n", "\t", "\r", " ", "{{", "}}", "{%", "%}", "{#", "$(", ")", "`", "../", "/", ";", "|",
@@ -102,23 +102,23 @@ def test_hostile_answers(tmp_path_factory):
         # Half hostile, half unusual-but-valid values from the field's own rule (edge lengths etc.).
         value = data.draw(st.one_of(hostile_values(), st.from_regex(rule.pattern, fullmatch=True)))
         out = tmp_path_factory.mktemp("hostile")
-        stderr = io.StringIO()
-        old = sys.stderr
-        sys.stderr = stderr
+        stderr, stdout = io.StringIO(), io.StringIO()
+        old = sys.stderr, sys.stdout
+        sys.stderr, sys.stdout = stderr, stdout
         try:
             project = cookiecutter(str(ROOT), no_input=True, output_dir=str(out),
                                    extra_context=check_keys({"cloud": cloud, field: value}))
         except SystemExit as exit_:
             assert exit_.code == 1
             lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
-            assert len(lines) == 1 and lines[0].startswith("ERROR: "), lines
-            named = lines[0].split(":")[1].strip()
-            assert named == field or (field == "project_name" and named == "project_slug"), lines[0]
+            assert len(lines) == 1 and lines[0].startswith(f"ERROR: {field}: "), lines
+            words = retry_words(stdout.getvalue())
+            assert f"{field}=<FIX>" in words and f"{field}={value}" not in words, words
             assert list(out.iterdir()) == [], "a refusal leaves nothing on disk"
             CASES_RUN.append((field, "refused"))
             return
         finally:
-            sys.stderr = old
+            sys.stderr, sys.stdout = old
         parses(Path(project))
         # The answer changed data only: code tokens and data keys equal the defaults' project.
         assert shape(Path(project)) == baseline(cloud, tmp_path_factory.mktemp("baseline")), (field, value)
