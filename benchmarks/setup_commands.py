@@ -2,7 +2,8 @@
 
 Figures, not assertions: run with the test environment's Python,
     .venv/bin/python benchmarks/setup_commands.py
-Each project is rendered with defaults plus the option shown, then set up against the
+Each project is rendered with defaults, the users' own ids of the tests (the script refuses the
+template's example ids) and the option shown, then set up against the
 recording CLI stand-in of the tests (tests/cloud_cli_double; no cloud is reachable here):
 a --dry-run, a first run on a remote side where only the cluster exists, and a second run.
 Printed per case: commands the dry run plans (would run), calls the first run makes to the
@@ -24,7 +25,7 @@ from cookiecutter.main import cookiecutter
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from cloud_cli_double import CliDouble  # noqa: E402
-from test_setup_scripts import cloud_args, remote_side  # noqa: E402
+from test_setup_scripts import OWN, cloud_args, remote_side  # noqa: E402
 
 CASES = [
     ("aws", {}), ("aws", {"pod_operator": "native", "gpu_node_group": True}), ("gcp", {}),
@@ -44,7 +45,7 @@ def main() -> int:
           f"{'2nd changes':>11} {'dry s':>6} {'1st s':>6} {'2nd s':>6}")
     for cloud, options in CASES:
         with tempfile.TemporaryDirectory() as tmp:
-            out = cookiecutter(str(ROOT), no_input=True, output_dir=tmp, extra_context={"cloud": cloud, **options})
+            out = cookiecutter(str(ROOT), no_input=True, output_dir=tmp, extra_context={"cloud": cloud, **OWN, **options})
             double = CliDouble(Path(tmp) / "double", remote_side(cloud))
             dry, dry_s = run(Path(out), double, cloud, "--dry-run")
             planned = sum(line.startswith("would run:") for line in dry.stdout.splitlines())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,10 +12,17 @@ TOOLS = ("aws", "eksctl", "gcloud", "az", "kubelogin", "kubectl")
 
 
 class CliDouble:
-    def __init__(self, root: Path, state: dict):
+    """``missing`` names tools to leave out: not installed, and hidden from PATH (the machine's own
+    gcloud or kubectl too), so that a script sees them absent as on a laptop without them."""
+
+    def __init__(self, root: Path, state: dict, missing: tuple[str, ...] = ()):
         self.bin, self.state_file, self.log = root / "bin", root / "state.json", root / "calls.jsonl"
+        self.missing, self.root = tuple(missing), root
+        assert set(self.missing) <= set(TOOLS), self.missing
         self.bin.mkdir(parents=True, exist_ok=True)
         for tool in TOOLS:
+            if tool in self.missing:
+                continue
             path = self.bin / tool
             path.write_text(f'#!/bin/sh\nCLI_DOUBLE_TOOL={tool} exec {sys.executable} {HERE / "__main__.py"} "$@"\n')
             path.chmod(0o755)
@@ -23,8 +31,22 @@ class CliDouble:
         self.state_file.write_text(json.dumps(state))
 
     def env(self, base: dict) -> dict:
-        return dict(base, PATH=f"{self.bin}:{base['PATH']}", CLI_DOUBLE_STATE=str(self.state_file),
+        return dict(base, PATH=f"{self.bin}:{self.rest_of_path(base['PATH'])}", CLI_DOUBLE_STATE=str(self.state_file),
                     CLI_DOUBLE_LOG=str(self.log))
+
+    def rest_of_path(self, path: str) -> str:
+        """The base PATH, or with tools missing, one folder of links to its programs but those tools."""
+        if not self.missing:
+            return path
+        folder = self.root / "system-path"
+        if not folder.exists():
+            folder.mkdir()
+            for directory in path.split(os.pathsep):
+                for program in sorted(Path(directory).glob("*")) if Path(directory).is_dir() else []:
+                    link = folder / program.name
+                    if program.name not in TOOLS and not os.path.lexists(link) and os.access(program, os.X_OK):
+                        link.symlink_to(program)
+        return str(folder)
 
     @property
     def state(self) -> dict:

@@ -9,6 +9,13 @@ in aws and az), decides `kubectl auth can-i` from the Role and RoleBinding that 
 and appends every call to a log with whether it changed the state. Any call it does not know
 fails with exit 97, so a script cannot drift from what the double checks.
 
+Who is signed in is state too, per cloud under "login" (aws: the caller identity; gcp: the
+account; azure: the account, its tenant and subscriptions, and the object id). Without it,
+every call fails as the real CLI does when signed out; with "expired": true, as it does when
+the sign-in expired. "deny" lists calls (by their leading words, e.g. "iam get-role") that
+fail as the real CLI does when the signed-in identity is not allowed. The real error texts
+are modelled, multi-line where the real CLI prints several lines (gcloud, az).
+
 Environment: CLI_DOUBLE_STATE (state file), CLI_DOUBLE_LOG (JSON-lines call log).
 """
 
@@ -77,17 +84,86 @@ def write_kubeconfig(path: str, server: str) -> None:
     }))
 
 
+def leading(args: list[str], n: int) -> str:
+    """The first n words of a call that are not options, e.g. 'iam get-role'."""
+    return " ".join([a for a in args if not a.startswith("-")][:n])
+
+
+def denied(side: dict, args: list[str], n: int) -> bool:
+    return any(leading(args, n).startswith(prefix) for prefix in side.get("deny", []))
+
+
+def operation(subcommand: str) -> str:
+    """aws's API operation name of a subcommand: get-role -> GetRole."""
+    return "".join(part.capitalize() for part in subcommand.split("-"))
+
+
+def aws_principal(side: dict, arn: str) -> str:
+    """The IAM principal of a caller ARN: an assumed role's role ARN (with its path), or the ARN."""
+    if ":assumed-role/" not in arn:
+        return arn
+    role = arn.split(":assumed-role/", 1)[1].split("/", 1)[0]
+    return role_arn(side, role)
+
+
+def role_arn(side: dict, name: str) -> str:
+    path = side.get("role_paths", {}).get(name, "/")
+    return f"arn:aws:iam::{side.get('login', {}).get('Account', '000000000000')}:role{path}{name}"
+
+
+def aws_signed_in(side: dict, args: list[str]) -> None:
+    """Fail as aws does when signed out or expired, or when the call is not allowed."""
+    login = side.get("login")
+    if login is None:
+        raise Failed('Unable to locate credentials. You can configure credentials by running "aws configure".', 253)
+    op = operation(args[1]) if len(args) > 1 else ""
+    if login.get("expired"):
+        raise Failed(f"An error occurred (ExpiredToken) when calling the {op} operation: "
+                     "The security token included in the request is expired", 254)
+    if denied(side, args, 2):
+        raise Failed(f"An error occurred (AccessDenied) when calling the {op} operation: User: {login['Arn']} "
+                     f"is not authorized to perform: {args[0]}:{op} on resource: "
+                     f"{role_arn(side, opt(args, '--role-name')) if '--role-name' in args else '*'} because no "
+                     f"identity-based policy allows the {args[0]}:{op} action", 254)
+
+
 def aws(state: dict, args: list[str]) -> str:
     side = state.setdefault("aws", {})
     roles, clusters = side.setdefault("roles", {}), side.setdefault("clusters", {})
     entries = side.setdefault("access_entries", {})
+    aws_signed_in(side, args)
     match args[:2]:
+        case ["sts", "get-caller-identity"]:
+            login = side["login"]
+            return answer({k: login[k] for k in ("UserId", "Account", "Arn")}, args)
+        case ["sts", "assume-role"]:
+            caller, target = aws_principal(side, side["login"]["Arn"]), opt(args, "--role-arn")
+            name = target.rsplit("/", 1)[1]
+            external_id = opt(args, "--external-id", "")
+
+            def admits(s: dict) -> bool:
+                principals = s.get("Principal", {}).get("AWS", [])
+                condition = s.get("Condition", {}).get("StringEquals", {}).get("sts:ExternalId")
+                return (s.get("Effect") == "Allow" and s.get("Action") == "sts:AssumeRole"
+                        and caller in ([principals] if isinstance(principals, str) else principals)
+                        and condition in (None, external_id))
+
+            if name not in roles or role_arn(side, name) != target or not any(
+                    admits(s) for s in roles[name].get("Statement", [])):
+                raise Failed(f"An error occurred (AccessDenied) when calling the AssumeRole operation: User: "
+                             f"{side['login']['Arn']} is not authorized to perform: sts:AssumeRole on resource: "
+                             f"{target}", 254)
+            return answer({"Credentials": {"AccessKeyId": "ASIAEXAMPLEDOUBLE", "SessionToken": "double",
+                                           "Expiration": "2030-01-01T00:15:00Z"},
+                           "AssumedRoleUser": {"Arn": f"arn:aws:sts::x:assumed-role/{name}/"
+                                                      f"{opt(args, '--role-session-name')}"}}, args)
         case ["iam", "get-role"]:
             name = opt(args, "--role-name")
             if name not in roles:
                 raise Failed(f"An error occurred (NoSuchEntity) when calling the GetRole operation: "
                              f"The role with name {name} cannot be found.", 254)
-            return answer({"Role": {"RoleName": name, "AssumeRolePolicyDocument": roles[name]}}, args)
+            return answer({"Role": {"RoleName": name, "Arn": role_arn(side, name),
+                                    "AssumeRolePolicyDocument": roles[name]}}, args)
         case ["iam", "create-role"]:
             name = opt(args, "--role-name")
             if name in roles:
@@ -164,9 +240,39 @@ def eksctl(state: dict, args: list[str]) -> str:
     return f"EKS cluster \"{name}\" is ready"
 
 
+def gcloud_signed_in(side: dict, args: list[str]) -> None:
+    """Fail as gcloud does when no account is active, its sign-in expired, or it is not allowed."""
+    groups = 3 if args[:1] in (["container"], ["iam"]) else 2  # e.g. container clusters describe, projects describe
+    login, command = side.get("login"), "gcloud." + ".".join(args[:groups])
+    if login is None:
+        raise Failed(f"ERROR: ({command}) You do not currently have an active account selected.\nPlease run:\n\n"
+                     "  $ gcloud auth login\n\nto obtain new credentials.\n\nIf you have already logged in with "
+                     "a different account, run:\n\n  $ gcloud config set account ACCOUNT\n\n"
+                     "to select an already authenticated account to use.")
+    if login.get("expired"):
+        raise Failed(f"ERROR: ({command}) There was a problem refreshing your current auth tokens: Reauthentication "
+                     "failed. cannot prompt during non-interactive execution.\nPlease run:\n\n  $ gcloud auth login\n\n"
+                     "to obtain new credentials.")
+    if denied(side, args, 3) or (args[:2] == ["projects", "describe"] and args[2] not in side.get("projects", [])):
+        target = args[2] if len(args) > 2 else "?"
+        raise Failed(f"ERROR: ({command}) [{login['account']}] does not have permission to access projects instance "
+                     f"[{target}] (or it may not exist): The caller does not have permission. This command is "
+                     f"authenticated as {login['account']} which is the active account specified by the "
+                     "[core/account] property.\n- '@type': type.googleapis.com/google.rpc.ErrorInfo\n"
+                     "  domain: iam.googleapis.com\n  reason: IAM_PERMISSION_DENIED")
+
+
 def gcloud(state: dict, args: list[str]) -> str:
     side = state.setdefault("gcp", {})
     clusters, bindings = side.setdefault("clusters", {}), side.setdefault("bindings", [])
+    if args[:2] == ["config", "get-value"]:
+        value = side.get("login", {}).get(args[2])
+        if value is None:
+            print("(unset)", file=sys.stderr)
+        return value or ""
+    gcloud_signed_in(side, args)
+    if args[:2] == ["projects", "describe"]:
+        return args[2]
     if args[:3] == ["container", "clusters", "describe"] or args[:3] == ["container", "clusters", "get-credentials"]:
         name = args[3]
         if name not in clusters:
@@ -206,10 +312,49 @@ def gcloud(state: dict, args: list[str]) -> str:
     raise Failed(f"cli double: gcloud {' '.join(args[:3])} is not simulated", 97)
 
 
+IDENTITIES = "Microsoft.ManagedIdentity/userAssignedIdentities"
+AZURE_READ_ACTIONS = {"identity list": f"{IDENTITIES}/read",
+                      "identity federated-credential": f"{IDENTITIES}/federatedIdentityCredentials/read",
+                      "aks show": "Microsoft.ContainerService/managedClusters/read"}
+
+
+def az_signed_in(side: dict, args: list[str]) -> None:
+    """Fail as az does when signed out or expired, or when the call is not allowed."""
+    login = side.get("login")
+    if login is None:
+        raise Failed("ERROR: Please run 'az login' to setup account.")
+    if login.get("expired"):
+        raise Failed("ERROR: AADSTS700082: The refresh token has expired due to inactivity. The token was issued on "
+                     "2024-01-01T00:00:00Z and was inactive for 90.00:00:00.\nTrace ID: double\n"
+                     "Interactive authentication is needed. Please run:\naz login")
+    if denied(side, args, 3):
+        action = AZURE_READ_ACTIONS.get(leading(args, 2), "Microsoft.Resources/read")
+        message = (f"The client '{login['user']['name']}' with object id '{login['objectId']}' does not have "
+                   f"authorization to perform action '{action}' over scope "
+                   f"'/subscriptions/{opt(args, '--subscription', 'x')}' or the scope is invalid. If access was "
+                   "recently granted, please refresh your credentials.")
+        raise Failed(f"(AuthorizationFailed) {message}\nCode: AuthorizationFailed\nMessage: {message}")
+
+
 def az(state: dict, args: list[str]) -> str:
     side = state.setdefault("azure", {})
     identities, clusters = side.setdefault("identities", []), side.setdefault("clusters", {})
+    az_signed_in(side, args)
+    login = side["login"]
     match args[:3]:
+        case ["account", "show", *_]:
+            subscription = opt(args, "--subscription", login["subscriptions"][0])
+            if subscription not in login["subscriptions"]:
+                raise Failed(f"ERROR: Subscription '{subscription}' not found. Check the spelling and casing and try again.")
+            return answer({"id": subscription, "tenantId": login["tenantId"], "user": login["user"]}, args)
+        case ["ad", "signed-in-user", "show"]:
+            if login["user"]["type"] != "user":
+                raise Failed("ERROR: /me request is only valid with delegated authentication flow.")
+            return answer({"id": login["objectId"], "userPrincipalName": login["user"]["name"]}, args)
+        case ["ad", "sp", "show"]:
+            if login["user"]["type"] != "servicePrincipal" or opt(args, "--id") != login["user"]["name"]:
+                raise Failed(f"ERROR: Service principal '{opt(args, '--id')}' doesn't exist")
+            return answer({"id": login["objectId"], "appId": login["user"]["name"]}, args)
         case ["identity", "list", *_]:
             return answer(identities, args)
         case ["identity", "federated-credential", "list"]:

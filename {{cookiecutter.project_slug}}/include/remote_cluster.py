@@ -43,6 +43,24 @@ if XCOM_ENABLED:
 PLACEHOLDER_SERVER = "https://cluster-endpoint.example.invalid"
 
 {%- set c = cookiecutter %}
+{#- The template's example answers (the defaults in cookiecutter.json), per cloud. Only the
+    names of the answers still equal to them are rendered, never the values. #}
+{%- set example_answers = {
+    "aws": {"aws_account_id": "123456789012",
+            "aws_astro_workload_identity_arn": "arn:aws:iam::111122223333:role/astro-example-deployment"},
+    "gcp": {"gcp_project_id": "example-project",
+            "gcp_service_account_email": "astro-example@example-project.iam.gserviceaccount.com"},
+    "azure": {"azure_subscription_id": "00000000-0000-0000-0000-000000000000",
+              "azure_resource_group": "example-rg",
+              "azure_tenant_id": "11111111-1111-1111-1111-111111111111",
+              "azure_identity_client_id": "22222222-2222-2222-2222-222222222222",
+              "azure_identity_object_id": "33333333-3333-3333-3333-333333333333"},
+}.get(c.cloud, {}) %}
+{%- set still_examples = [] %}
+{%- for key, value in example_answers.items() if c[key] == value %}{% set _ = still_examples.append(key) %}{% endfor %}
+# Answers that still hold the template's example values, space-separated ("" in a real
+# project): scripts/setup_remote.sh refuses to touch a cloud account with them.
+EXAMPLE_ANSWERS = {{ still_examples | join(" ") | tojson }}
 {%- if c.cloud == "aws" %}
 
 # EKS: include/kube_auth/eks_token.py assumes the runner role and presigns an STS call.

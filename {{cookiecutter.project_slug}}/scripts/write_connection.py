@@ -96,10 +96,15 @@ def run(cmd: list[str], env: dict | None = None) -> str:
     try:
         done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     except FileNotFoundError:
-        raise SystemExit(f"ERROR: {cmd[0]} is not installed or not on PATH") from None
+        raise SystemExit(f"ERROR: {cmd[0]} is not installed or not on PATH; install it, then run again") from None
     except subprocess.CalledProcessError as err:
-        detail = (err.stderr or err.stdout).strip().splitlines()
-        raise SystemExit(f"ERROR: {shlex.join(cmd[:4])} ... failed: {detail[-1] if detail else err}") from None
+        # The CLI's whole message (gcloud and az say what to do over several lines), indented so
+        # that the one line starting with ERROR: is ours.
+        detail = (err.stderr or err.stdout or "").strip()
+        if detail:
+            print(f"  {cmd[0]} says:", *("    " + line for line in detail.splitlines()), sep="\n", file=sys.stderr)
+        raise SystemExit(f"ERROR: {shlex.join(cmd[:4])} ... failed (exit {err.returncode}); "
+                         "its message is above") from None
     return done.stdout
 
 

@@ -1,26 +1,44 @@
-# shellcheck shell=bash disable=SC2034  # IMPERSONATE, CONNECTION_ARGS, CLOUD_SHIFT: read by setup_remote.sh
+# shellcheck shell=bash disable=SC2034  # IMPERSONATE, CONNECTION_ARGS, CLOUD_SHIFT, SIGN_IN: read by setup_remote.sh
 # GKE side of scripts/setup_remote.sh: the deployment's service account may find the cluster
 # (roles/container.clusterViewer, nothing more: project-level container.pods.* roles would
-# reach every namespace), and Kubernetes RBAC in k8s/ grants the rest to its email.
+# reach every namespace), and Kubernetes RBAC in k8s/ grants the rest to its email. With
+# --local-developer a RoleBinding of its own binds the same Role to your Google account.
 PROJECT_ID="$(setting GCP_PROJECT_ID)"
 LOCATION="$(setting GCP_LOCATION)"
 IDENTITY="$(setting RUNNER_IDENTITY)"
 VIEWER_ROLE=roles/container.clusterViewer
 CONNECTION_ARGS=()
 IMPERSONATE=(--as "$IDENTITY")
+SIGN_IN="run gcloud auth login (and, for local runs, gcloud auth application-default login) as an account of project $PROJECT_ID"
 
 GPU_NODE_GROUP="$(setting GPU_NODE_GROUP)"
 
 cloud_usage() { :; }
 cloud_option() { return 1; }
+cloud_tools() { printf '%s\n' gcloud kubectl; }
+
+# Signed in, and the project is there for this account; with --local-developer, bind it too.
+cloud_signed_in() {
+    local account status=0
+    query gcloud config get-value account
+    account="$QUERY_OUT"
+    [ -n "$account" ] || die "gcloud: no account is signed in; $SIGN_IN, then run again"
+    probe gcloud projects describe "$PROJECT_ID" --format 'value(projectId)' || status=$?
+    [ "$status" -eq 0 ] || die "gcloud: $account cannot see project $PROJECT_ID (it does not exist or is not theirs); check the project's gcp_project_id answer, or $SIGN_IN, then run again"
+    say "signed in: $account (project $PROJECT_ID)"
+    if "$LOCAL_DEVELOPER"; then developer_rolebinding "$account"; fi
+}
+
+# Your rows are in the can-i table (DEVELOPER_AS); nothing else to check.
+cloud_verify_developer() { :; }
 
 # The member holds the role on the project (or, with --sa, on that service account).
 has_binding() {
     local role="$1" member="$2" bound
     shift 2
-    bound="$(query gcloud "$@" --flatten 'bindings[].members' \
-        --filter "bindings.role=$role AND bindings.members=$member" --format 'value(bindings.role)')" || return 1
-    [ -n "$bound" ]
+    query gcloud "$@" --flatten 'bindings[].members' \
+        --filter "bindings.role=$role AND bindings.members=$member" --format 'value(bindings.role)' || return 1
+    [ -n "$QUERY_OUT" ]
 }
 
 grant() {
@@ -35,13 +53,13 @@ grant() {
 # dags/remote_kpo_gpu.py: a custom role with the node-pool permissions only, and the GPU
 # nodes' own service account, which the runner may attach to the nodes it creates.
 ensure_gpu_node_pools() {
-    local role_id node_sa current wanted
+    local role_id node_sa wanted
     [ "$GPU_NODE_GROUP" = True ] || return 0
     role_id="$(setting GPU_CUSTOM_ROLE_ID)"
     node_sa="$(setting GPU_NODE_SERVICE_ACCOUNT)"
     wanted="$(sed -n 's/^  - //p' gcp/gpu-node-pools-role.yaml | sort | tr '\n' ' ')"
-    if current="$(query gcloud iam roles describe "$role_id" --project "$PROJECT_ID" --format 'value(includedPermissions)')"; then
-        if [ "$(printf '%s' "$current" | tr ';' '\n' | sort | tr '\n' ' ')" = "$wanted" ]; then
+    if query gcloud iam roles describe "$role_id" --project "$PROJECT_ID" --format 'value(includedPermissions)'; then
+        if [ "$(printf '%s' "$QUERY_OUT" | tr ';' '\n' | sort | tr '\n' ' ')" = "$wanted" ]; then
             say "unchanged: custom role $role_id"
         else
             change gcloud iam roles update "$role_id" --project "$PROJECT_ID" --file gcp/gpu-node-pools-role.yaml --quiet
@@ -50,7 +68,7 @@ ensure_gpu_node_pools() {
         change gcloud iam roles create "$role_id" --project "$PROJECT_ID" --file gcp/gpu-node-pools-role.yaml
     fi
     grant "projects/$PROJECT_ID/roles/$role_id" "serviceAccount:$IDENTITY"
-    if query gcloud iam service-accounts describe "$node_sa" --project "$PROJECT_ID" --format 'value(email)' >/dev/null; then
+    if query gcloud iam service-accounts describe "$node_sa" --project "$PROJECT_ID" --format 'value(email)'; then
         say "unchanged: service account $node_sa"
     else
         change gcloud iam service-accounts create "${node_sa%%@*}" --project "$PROJECT_ID" \
@@ -67,8 +85,8 @@ ensure_gpu_node_pools() {
 
 cloud_identity() {
     query gcloud container clusters describe "$CLUSTER_NAME" --location "$LOCATION" \
-        --project "$PROJECT_ID" --format 'value(name)' >/dev/null \
-        || die "cluster $CLUSTER_NAME not found in $PROJECT_ID/$LOCATION; check gcloud auth login and the project's answers"
+        --project "$PROJECT_ID" --format 'value(name)' \
+        || die "cluster $CLUSTER_NAME not found in $PROJECT_ID/$LOCATION; check the project's cluster_name and gcp_location answers, then run again"
     grant "$VIEWER_ROLE" "serviceAccount:$IDENTITY"
     ensure_gpu_node_pools
     change env KUBECONFIG="$ADMIN_KUBECONFIG" gcloud container clusters get-credentials "$CLUSTER_NAME" \

@@ -1,4 +1,4 @@
-# shellcheck shell=bash disable=SC2034  # IMPERSONATE, CONNECTION_ARGS, CLOUD_SHIFT: read by setup_remote.sh
+# shellcheck shell=bash disable=SC2034  # IMPERSONATE, CONNECTION_ARGS, CLOUD_SHIFT, SIGN_IN: read by setup_remote.sh
 # Any cluster: you are a cluster admin in a kubeconfig context; the pods' identity is the
 # ServiceAccount in k8s/, and write_connection.py mints its short-lived token straight into
 # the connection files (never printed).
@@ -28,8 +28,20 @@ cloud_option() {
     esac
 }
 
-cloud_identity() {
+cloud_tools() { echo kubectl; }
+
+# Your kubeconfig is your sign-in. --local-developer needs nothing here: the connection
+# carries the ServiceAccount token, which works the same from your machine.
+SIGN_IN="give a kubeconfig whose context is a cluster admin (--kubeconfig PATH --context NAME)"
+cloud_signed_in() {
     [ -f "$SOURCE_KUBECONFIG" ] || die "--kubeconfig: $SOURCE_KUBECONFIG does not exist; give an admin kubeconfig, e.g. --kubeconfig ~/.kube/config"
+    if "$LOCAL_DEVELOPER"; then
+        say "local developer: nothing to admit; the connection's ServiceAccount token works from your machine too"
+    fi
+}
+cloud_verify_developer() { :; }
+
+cloud_identity() {
     CONNECTION_ARGS=(--kubeconfig "$SOURCE_KUBECONFIG")
     [ -z "$CONTEXT" ] || CONNECTION_ARGS+=(--context "$CONTEXT")
     [ -z "$TOKEN_DURATION" ] || CONNECTION_ARGS+=(--token-duration "$TOKEN_DURATION")
