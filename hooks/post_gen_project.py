@@ -7,6 +7,7 @@ for another cloud and not for the chosen one is removed. A fifth cloud is one mo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,17 @@ def remove_empty_dirs(project: Path) -> None:
             folder.rmdir()
 
 
+def comparing_for_cruft() -> bool:
+    """`cruft update` and `cruft diff` render the template (twice) into temporary folders only
+    to compare them; first-render next steps there would be noise, printed twice."""
+    try:
+        parent = subprocess.run(["ps", "-o", "args=", "-p", str(os.getppid())], capture_output=True, text=True).stdout
+    except OSError:
+        return False
+    words = parent.split()
+    return any(Path(w).name == "cruft" for w in words) and bool({"update", "diff"} & set(words))
+
+
 def main(answers: dict, project: Path) -> int:
     cloud = answers["cloud"]
     prune(project, paths_to_prune(answers["_clouds"], cloud))
@@ -44,7 +56,9 @@ def main(answers: dict, project: Path) -> int:
     # The example connection comes from the project's own script, so its shape lives in one
     # place (include/remote_cluster.py). Offline: --placeholder asks no CLI.
     subprocess.run([sys.executable, "scripts/write_connection.py", "--placeholder"], cwd=project, check=True)
-    # On stderr: `cruft diff > patch` renders the template too and must get the patch alone.
+    if comparing_for_cruft():
+        return 0
+    # On stderr: `cruft diff > patch` must get the patch alone, wherever this hook runs.
     say = partial(print, file=sys.stderr)
     say(f"\nCreated {project.name} for {answers['_clouds'][cloud]['label']}. Next steps:")
     say(f"  cd {project.name}")

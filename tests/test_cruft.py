@@ -49,8 +49,9 @@ def template(tmp_path) -> Path:
 
 
 def create(template: Path, out: Path, **answers) -> Path:
-    sh(CRUFT, "create", str(template), "--no-input", "--output-dir", str(out),
-       "--extra-context", json.dumps(answers), cwd=out.parent)
+    created = sh(CRUFT, "create", str(template), "--no-input", "--output-dir", str(out),
+                 "--extra-context", json.dumps(answers), cwd=out.parent)
+    assert created.stderr.count("Next steps") == 1, created.stderr
     project = out / "remote_kpo"
     sh("git", "init", "-q", cwd=project)
     commit(project, "rendered")
@@ -90,7 +91,8 @@ def test_create_records_answers_and_update_applies_later_template_changes(templa
     assert "never-in-a-diff" not in diff.stdout, "pyproject.toml [tool.cruft] skip keeps local files out"
     assert not diff.stdout.lstrip().startswith("Created"), "the hook's next steps go to stderr"
 
-    sh(CRUFT, "update", "-y", cwd=project)
+    update = sh(CRUFT, "update", "-y", cwd=project)
+    assert "Next steps" not in update.stdout + update.stderr, "first-render next steps are not for an update"
     assert "Namespace in capitals: GPU-JOBS" in (project / "README.md").read_text()
     assert (project / ".env").read_text() == "LOCAL_ONLY_SETTING=never-in-a-diff\n"
     assert not list(project.rglob("*.rej"))
