@@ -91,6 +91,10 @@ class Cluster:
     double_options: dict = field(default_factory=dict)  # pending_seconds, extra_run_seconds
     sa_token_ttl: float = 3600
     eks_api_options: dict = field(default_factory=dict)  # polls_to_active, create_fails, ...
+    extra_bindings: list[dict] = field(default_factory=list)  # RoleBindings applied besides the rendered one
+    google_identity: str | None = None  # GKE: whose key ADC holds (default: the project's RUNNER_IDENTITY)
+    trust_policy: dict | None = None  # EKS: the runner role's trust as applied (default: aws/trust-policy.json)
+    aws_caller: str | None = None  # EKS: who holds the signing credentials (default: the Astro workload identity)
     double: ApiDouble = field(init=False)
     sts: StsDouble | None = field(init=False, default=None)
     eks_api: EksDouble | None = field(init=False, default=None)
@@ -118,10 +122,10 @@ class Cluster:
         eks = None
         if rc.CLOUD == "aws":
             entry = json.loads((self.project / "aws/access-entry.json").read_text())
-            trust = json.loads((self.project / "aws/trust-policy.json").read_text())
+            trust = self.trust_policy or json.loads((self.project / "aws/trust-policy.json").read_text())
             eks = EksAuthenticator(rc.CLUSTER_NAME, rc.AWS_REGION,
                                    access_entries={entry["principalArn"]: entry["kubernetesGroups"]})
-            astro = trust["Statement"][0]["Principal"]["AWS"]
+            astro = self.aws_caller or trust["Statement"][0]["Principal"]["AWS"]
             eks.credentials[ASTRO_KEY] = AwsCredential(ASTRO_SECRET, astro)
             self.sts = StsDouble(eks, trust, rc.RUNNER_ROLE_ARN, {ASTRO_KEY: astro}).start()
             policy = self.project / "aws" / "runner-policy.json"
@@ -133,9 +137,10 @@ class Cluster:
         if rc.CLOUD == "gcp":  # gke-gcloud-auth-plugin signs in with the runner's service-account key
             self.google = GoogleTokenDouble().start()
             (self.work / "google").mkdir(parents=True, exist_ok=True)
-            self.google_key = self.google.write_key_file(rc.RUNNER_IDENTITY, self.work / "google" / "runner-key.json",
-                                                         rc.GCP_PROJECT_ID)
-        self.double = ApiDouble(rc.REMOTE_NAMESPACE, [self.role or self.manifest("role")], [self.manifest("rolebinding")],
+            self.google_key = self.google.write_key_file(self.google_identity or rc.RUNNER_IDENTITY,
+                                                         self.work / "google" / "adc-key.json", rc.GCP_PROJECT_ID)
+        self.double = ApiDouble(rc.REMOTE_NAMESPACE, [self.role or self.manifest("role")],
+                                [self.manifest("rolebinding"), *self.extra_bindings],
                                 eks=eks, google=self.google, **self.double_options).start()
         if self.eks_api:
             self.eks_api.endpoint, self.eks_api.ca_data = self.double.url, self.double.ca_data

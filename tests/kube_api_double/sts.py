@@ -29,13 +29,28 @@ IDENTITY = """<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/20
 <ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></GetCallerIdentityResponse>"""
 
 
+def principal_matches(principal: str, caller: str | None) -> bool:
+    """As IAM reads a trust policy: the principal itself, or (for a role ARN, path included) any
+    session of that role, arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION."""
+    if caller is None:
+        return False
+    if caller == principal:
+        return True
+    if ":assumed-role/" in caller and ":role/" in principal:
+        account, role = caller.split(":")[4], caller.split(":assumed-role/")[1].split("/")[0]
+        return principal.split(":")[4] == account and principal.rsplit("/", 1)[1] == role
+    return False
+
+
 class StsDouble(LocalServer):
     def __init__(self, eks: EksAuthenticator, trust_policy: dict, role_arn: str, callers: dict[str, str]):
         """callers: access key id -> principal ARN of whoever holds it (e.g. the Astro identity)."""
         self.eks, self.role_arn, self.callers = eks, role_arn, callers
-        (statement,) = trust_policy["Statement"]
-        self.trusted = statement["Principal"]["AWS"]
-        self.external_id = statement.get("Condition", {}).get("StringEquals", {}).get("sts:ExternalId")
+        # Each Allow statement: (trusted principal ARNs, the ExternalId it requires or None).
+        self.statements = [
+            ([p] if isinstance(p := statement["Principal"]["AWS"], str) else list(p),
+             statement.get("Condition", {}).get("StringEquals", {}).get("sts:ExternalId"))
+            for statement in trust_policy["Statement"] if statement["Effect"] == "Allow"]
         self.calls: list[dict] = []
         double = self
 
@@ -68,9 +83,11 @@ class StsDouble(LocalServer):
             return 200, IDENTITY.format(arn=arn, account=arn.split(":")[4])
         if form.get("Action") != "AssumeRole" or form.get("RoleArn") != self.role_arn:
             return 403, DENIED.format("not the runner role")
-        if caller != self.trusted:
+        trusting = [external_id for principals, external_id in self.statements
+                    if any(principal_matches(p, caller) for p in principals)]
+        if not trusting:
             return 403, DENIED.format(f"{caller} is not trusted by {self.role_arn}")
-        if self.external_id and form.get("ExternalId") != self.external_id:
+        if not any(external_id is None or form.get("ExternalId") == external_id for external_id in trusting):
             return 403, DENIED.format("sts:ExternalId does not match the trust policy")
         key, secret, token = "ASIA" + secrets.token_hex(8).upper(), secrets.token_hex(20), secrets.token_hex(32)
         account, role = self.role_arn.split(":")[4], self.role_arn.split("/")[-1]
