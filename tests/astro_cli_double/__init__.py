@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
+
+from cloud_cli_double import RecordingStandIn
 
 HERE = Path(__file__).resolve().parent
 DEPLOYMENT_ID = "clx0remotekpo0deploy0001"
@@ -22,35 +22,6 @@ def signed_in(**deployments: dict) -> dict:
     return {"logged_in": True, "deployments": deployments or {DEPLOYMENT_ID: deployment()}}
 
 
-class AstroDouble:
+class AstroDouble(RecordingStandIn):
     def __init__(self, root: Path, state: dict):
-        self.bin, self.state_file, self.log = root / "bin", root / "state.json", root / "calls.jsonl"
-        self.bin.mkdir(parents=True, exist_ok=True)
-        path = self.bin / "astro"
-        path.write_text(f'#!/bin/sh\nexec {sys.executable} {HERE / "__main__.py"} "$@"\n')
-        path.chmod(0o755)
-        # pyenv's python3 shim may put another interpreter first on PATH: use ours.
-        (self.bin / "python3").symlink_to(sys.executable)
-        self.state_file.write_text(json.dumps(state))
-
-    def env(self, base: dict) -> dict:
-        return dict(base, PATH=f"{self.bin}:{base['PATH']}", ASTRO_DOUBLE_STATE=str(self.state_file),
-                    ASTRO_DOUBLE_LOG=str(self.log))
-
-    @property
-    def state(self) -> dict:
-        return json.loads(self.state_file.read_text())
-
-    @state.setter
-    def state(self, value: dict) -> None:
-        self.state_file.write_text(json.dumps(value))
-
-    def calls(self) -> list[dict]:
-        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
-
-    def changes(self) -> list[list[str]]:
-        """The calls that changed the model, as argv lists."""
-        return [c["argv"] for c in self.calls() if c["changed"]]
-
-    def reset_log(self) -> None:
-        self.log.unlink(missing_ok=True)
+        super().__init__(root, state, HERE / "__main__.py", ("astro",), "ASTRO_DOUBLE")
