@@ -48,7 +48,8 @@ def test_remote_kpo_runs_the_pod(cluster):
     assert pod["metadata"]["namespace"] == cluster.rc.REMOTE_NAMESPACE
     labels = pod["metadata"]["labels"]
     assert labels["airflow_kpo_in_cluster"] == "False"
-    assert labels["app.kubernetes.io/part-of"] == "remote-kpo"
+    assert labels.items() >= cluster.rc.POD_LABELS.items(), "the project's labels (the janitor finds pods by them)"
+    assert labels["app.kubernetes.io/part-of"] == cluster.project.name.replace("_", "-")
     base = next(c for c in pod["spec"]["containers"] if c["name"] == "base")
     assert base["image"] == "python:3.12-slim"
     assert base["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}

@@ -68,7 +68,6 @@ def remote_kpo():
         image=IMAGE,
         cmds=["python", "-c"],
         arguments=[SCRIPT],
-        labels={"app.kubernetes.io/managed-by": "airflow", "app.kubernetes.io/part-of": "remote-kpo"},
         container_resources=resources,
         node_selector=GPU_NODE_SELECTOR if USE_GPU else None,
         tolerations=GPU_TOLERATIONS if USE_GPU else None,

@@ -21,6 +21,11 @@ REMOTE_NAMESPACE = {{ cookiecutter.namespace | tojson }}
 REMOTE_POOL = "remote_kpo"
 REMOTE_POOL_SLOTS = 4
 XCOM_ENABLED = {{ "True" if cookiecutter.xcom else "False" }}
+# Every pod this project starts carries these labels (include/remote_pod.py adds them), next to
+# the dag_id, task_id, run_id and try_number labels of the pod operator itself; the janitor DAG
+# (dags/remote_pod_janitor.py) finds this project's pods by them.
+PROJECT_LABEL = "app.kubernetes.io/part-of"
+POD_LABELS = {"app.kubernetes.io/managed-by": "airflow", PROJECT_LABEL: {{ cookiecutter.project_slug | replace('_', '-') | tojson }}}
 # dags/remote_kpo_gpu.py: a GPU node group that exists only while its pod runs.
 GPU_NODE_GROUP = {{ "True" if cookiecutter.gpu_node_group else "False" }}
 

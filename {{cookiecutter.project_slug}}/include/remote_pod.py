@@ -25,7 +25,7 @@ from typing import Any
 {% if not native -%}
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-from include.remote_cluster import KUBERNETES_CONN_ID, REMOTE_NAMESPACE
+from include.remote_cluster import KUBERNETES_CONN_ID, POD_LABELS, REMOTE_NAMESPACE
 
 # Everything the operator needs to reach the cluster; the DAGs add what the pod does.
 CLUSTER_ARGS: dict[str, Any] = {
@@ -36,7 +36,7 @@ CLUSTER_ARGS: dict[str, Any] = {
 {%- elif cookiecutter.cloud == "aws" -%}
 from airflow.providers.amazon.aws.operators.eks import EksPodOperator
 
-from include.remote_cluster import AWS_REGION, CLUSTER_NAME, CONNECTION_ID, REMOTE_NAMESPACE
+from include.remote_cluster import AWS_REGION, CLUSTER_NAME, CONNECTION_ID, POD_LABELS, REMOTE_NAMESPACE
 
 # Everything the operator needs to reach the cluster; the DAGs add what the pod does.
 CLUSTER_ARGS: dict[str, Any] = {
@@ -49,7 +49,7 @@ CLUSTER_ARGS: dict[str, Any] = {
 {%- else -%}
 from airflow.providers.google.cloud.operators.kubernetes_engine import GKEStartPodOperator
 
-from include.remote_cluster import CLUSTER_NAME, CONNECTION_ID, GCP_LOCATION, GCP_PROJECT_ID, REMOTE_NAMESPACE
+from include.remote_cluster import CLUSTER_NAME, CONNECTION_ID, GCP_LOCATION, GCP_PROJECT_ID, POD_LABELS, REMOTE_NAMESPACE
 
 # Everything the operator needs to reach the cluster; the DAGs add what the pod does.
 CLUSTER_ARGS: dict[str, Any] = {
@@ -77,4 +77,10 @@ class KeepFinishedPodResult:
 
 
 class RemotePodOperator(KeepFinishedPodResult, {{ cookiecutter._clouds[cookiecutter.cloud].native.operator if native else "KubernetesPodOperator" }}):
-    """The pod operator for the remote cluster; pass ``**CLUSTER_ARGS``."""
+    """The pod operator for the remote cluster; pass ``**CLUSTER_ARGS``.
+
+    Its pods carry this project's labels (``POD_LABELS``) besides any the DAG gives.
+    """
+
+    def __init__(self, *, labels: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(labels={**(labels or {}), **POD_LABELS}, **kwargs)
