@@ -202,6 +202,9 @@ class Cluster:
                 # include/kube_auth/eks_token.py's AssumeRole; the native operator's goes through the
                 # aws connection (service_config), and its token must name the real regional STS host.
                 env.update(AWS_ENDPOINT_URL_STS=self.sts.url)
+            home = self.work / "home"  # eks_token.py's token cache (~/.kube/cache) stays inside this test
+            home.mkdir(exist_ok=True)
+            env.update(HOME=str(home))
         if self.google:  # Application Default Credentials = the runner's key; the token endpoint is the double
             home = self.work / "home"  # the plugin's cache (~/.kube) stays inside this test
             home.mkdir(exist_ok=True)

@@ -17,6 +17,7 @@ import datetime as dt
 import importlib.util
 import json
 import ssl
+import time
 import urllib.error
 import urllib.request
 
@@ -223,6 +224,19 @@ def test_eks_token_with_an_unknown_access_key_is_401(eks_plugin, eks_cluster):
     refused_because(double, "security token included in the request is invalid")
 
 
+@pytest.mark.parametrize("ended", [False, True], ids=["session-running-control", "session-ended"])
+def test_eks_token_signed_by_a_session_that_has_ended_is_401(eks_plugin, eks_cluster, ended):
+    """A token dies with the session that signed it, however young the token is."""
+    project, double = eks_cluster
+    double.eks.credentials[RUNNER_KEY].expires = time.time() + (-1 if ended else 60)
+    code, _ = who_am_i(double, runner_token(eks_plugin, project))
+    if not ended:
+        assert code == 201
+        return
+    assert code == 401
+    refused_because(double, "security token included in the request is expired")
+
+
 # -- ServiceAccount JWTs -------------------------------------------------------------------------
 @pytest.fixture
 def sa_cluster(render):
@@ -392,6 +406,38 @@ def test_sts_assume_role_on_another_role_arn_is_refused(sts):
         RoleArn=other, RoleSessionName="airflow-remote-kpo", ExternalId=external_id))
     assert error["Code"] == "AccessDenied" and "not the runner role" in error["Message"]
     assert double.eks.credentials == {}
+
+
+def assume(double: StsDouble, role_arn: str, external_id: str, **extra) -> dict:
+    return sts_client(double, ASTRO_KEY, ASTRO_SECRET).assume_role(
+        RoleArn=role_arn, RoleSessionName="airflow-remote-kpo", ExternalId=external_id, **extra)["Credentials"]
+
+
+@pytest.mark.parametrize("seconds", [900, 3600, 3601])  # botocore itself refuses under 900
+def test_sts_session_lasts_duration_seconds_within_the_roles_limits(sts, seconds):
+    _, double, role_arn, external_id = sts
+    if seconds == 3601:
+        error = aws_error(lambda: assume(double, role_arn, external_id, DurationSeconds=seconds))
+        assert error["Code"] == "ValidationError" and "outside 900-3600" in error["Message"]
+        assert double.eks.credentials == {}
+        return
+    creds = assume(double, role_arn, external_id, DurationSeconds=seconds)
+    assert abs(creds["Expiration"].timestamp() - (time.time() + seconds)) < 5
+    assert abs(double.eks.credentials[creds["AccessKeyId"]].expires - creds["Expiration"].timestamp()) < 1
+
+
+@pytest.mark.parametrize("ended", [False, True], ids=["session-running-control", "session-ended"])
+def test_sts_get_caller_identity_of_an_ended_session_is_expired_token(sts, ended):
+    _, double, role_arn, external_id = sts
+    creds = assume(double, role_arn, external_id)
+    if ended:
+        double.eks.credentials[creds["AccessKeyId"]].expires = time.time() - 1
+    client = sts_client(double, creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+    if not ended:
+        assert client.get_caller_identity()["Arn"].endswith(":assumed-role/remote-kpo-kpo-runner/airflow-remote-kpo")
+        return
+    error = aws_error(client.get_caller_identity)
+    assert error["Code"] == "ExpiredToken" and "expired" in error["Message"]
 
 
 # -- EKS control-plane API under the rendered runner policy --------------------------------------

@@ -61,6 +61,12 @@ BASE_ENV = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLECALLER01", "AWS_SECRET_ACCESS_KEY":
             "KUBERNETES_EXEC_INFO": json.dumps({"apiVersion": "client.authentication.k8s.io/v1"})}
 
 
+@pytest.fixture(autouse=True)
+def own_home(tmp_path, monkeypatch):
+    """Each test's own HOME: the plugin's token cache (~/.kube/cache/kpo-eks) stays inside it."""
+    monkeypatch.setitem(BASE_ENV, "HOME", str(tmp_path / "home"))
+
+
 @pytest.mark.parametrize("answers", AWS_CASES)
 def test_plugin_assumes_the_runner_role_with_external_id(render, sts_for, answers):
     project = render(answers)

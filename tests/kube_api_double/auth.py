@@ -31,13 +31,17 @@ class AwsCredential:
     secret_key: str
     principal_arn: str  # arn:aws:iam::ACCT:user/x or arn:aws:sts::ACCT:assumed-role/ROLE/SESSION
     session_token: str | None = None
+    expires: float | None = None  # epoch seconds: temporary credentials end (STS AssumeRole's Expiration)
 
 
 @dataclass
 class EksAuthenticator:
     """Verifies EKS tokens as EKS does with STS: the presigned GetCallerIdentity must carry a
     valid SigV4 signature (checked here against the known fake credentials, as STS would),
-    for the cluster's region, with the cluster name in the signed x-k8s-aws-id header."""
+    for the cluster's region, with the cluster name in the signed x-k8s-aws-id header, made
+    with credentials that have not expired: STS refuses a call signed with an expired session,
+    so a token dies with the session that signed it, whatever its age (as
+    kubernetes-sigs/aws-iam-authenticator#401 observed)."""
 
     cluster_name: str
     region: str
@@ -67,6 +71,8 @@ class EksAuthenticator:
         credential = self.credentials.get(access_key)
         if credential is None or (credential.session_token and params.get("X-Amz-Security-Token") != credential.session_token):
             raise Unauthorized("STS: the security token included in the request is invalid")
+        if credential.expires is not None and time.time() >= credential.expires:
+            raise Unauthorized("STS: the security token included in the request is expired")
         headers = {"host": parsed.netloc, "x-k8s-aws-id": self.cluster_name}
         expected = sigv4_query_signature(
             "GET", parsed.path or "/", params, headers, signed_headers, credential.secret_key, date, region, service

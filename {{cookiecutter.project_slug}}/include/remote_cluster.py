@@ -180,6 +180,12 @@ def kube_config(server: str = PLACEHOLDER_SERVER, ca_data: str = "", token: str 
     if ca_data:
         cluster["certificate-authority-data"] = ca_data
     user: dict = {"exec": EXEC_PLUGIN} if EXEC_PLUGIN else {"token": token}
+{%- if c.cloud == "aws" and c.pod_operator != "native" %}
+    # eks_token.py re-checks a cached token with this server once a minute; the triggerer's
+    # client ignores provideClusterInfo, so the kubeconfig names the server to the plugin.
+    user["exec"] = {**EXEC_PLUGIN, "env": [{"name": "KPO_EKS_CLUSTER_SERVER", "value": server},
+                                           {"name": "KPO_EKS_CLUSTER_CA_DATA", "value": ca_data}]}
+{%- endif %}
     return {
         "apiVersion": "v1",
         "kind": "Config",

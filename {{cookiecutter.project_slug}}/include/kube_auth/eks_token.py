@@ -9,21 +9,62 @@ minutes) makes the Kubernetes client ask for a new one before that.
 Credentials come from the default AWS chain: the Astro deployment's workload identity when
 deployed, your own profile locally. With ``--role-arn`` (or ``KPO_EKS_ROLE_ARN``) it first
 assumes that role; set ``KPO_EKS_ROLE_ARN=`` (empty) to use the caller's identity as it is.
+
+Token cache. The triggerer runs this plugin for every API call of a deferred task, and a run
+that makes a token spends about 0.3 s in boto3 plus the AssumeRole round trip. So, as
+kubelogin and gke-gcloud-auth-plugin do, the token is kept in
+``~/.kube/cache/kpo-eks/<sha256>.json`` (folder 0700, file 0600, written atomically), one file
+per cluster, region, role, ExternalId, session name, lifetime and caller (the AWS_* variables
+that choose the credentials, and the contents of the AWS config and credentials files), and
+served until a minute before its expiry without importing boto3. That expiry is the earlier
+of 14 minutes after signing and the end of the credentials that signed it (EKS refuses the
+token once they expire). A file that is not a regular file of this user with mode 0600, or
+that does not parse, is never trusted: a new token replaces it. Runs that miss at the same
+time wait for one another, so one AssumeRole serves them all. ``KPO_EKS_TOKEN_CACHE=off``
+turns the cache off; deleting the folder clears it.
+
+A token the cluster rejects. The plugin never sees the 401 the client got, so a cached token
+is served for at most ``KPO_EKS_TOKEN_RECHECK_SECONDS`` (60) after it was made or last
+checked. The first run after that sends it once to the API server (``GET /version``; the
+server and CA come from KUBERNETES_EXEC_INFO with ``provideClusterInfo``, or from the
+KPO_EKS_CLUSTER_SERVER / KPO_EKS_CLUSTER_CA_DATA variables the connection's kubeconfig sets):
+on 401 it drops the token and makes a new one, otherwise serves it for another 60 s. The cost:
+one extra authenticated request per token per minute while healthy, and a rejected token
+keeps being handed out for at most 60 s, so each API call in that window can get a 401 (a
+deferred task's trigger fails its try at the first; the retry, a minute later, gets a new
+token). A check that gets no answer (5 s timeout) serves the token unchecked and leaves the
+check due. Without a server to ask, a cached token is served for 60 s only: one AssumeRole a
+minute instead of one per run.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
+import stat
 import sys
+import time
+from pathlib import Path
 
 TOKEN_PREFIX = "k8s-aws-v1."
 PRESIGN_SECONDS = 60  # what the AWS CLI uses; EKS itself honours the token for 15 minutes
 TOKEN_LIFETIME = dt.timedelta(minutes=14)
 CLUSTER_ID_HEADER = "x-k8s-aws-id"
+CACHE_MARGIN_SECONDS = 60  # a cached token is served until this long before its expiry
+RECHECK_SECONDS = 60.0
+CHECK_TIMEOUT_SECONDS = 5.0
+CACHE_VERSION = 1
+# The variables that choose whose credentials sign (botocore's credential chain and endpoints).
+IDENTITY_ENV = (
+    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_SESSION_NAME", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,22 +78,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def session_for(region: str, role_arn: str, session_name: str, external_id: str = ""):
-    import boto3  # imported late so --help works without boto3
+    """A boto3 session signing as the role (or as the caller), and when its credentials end
+    (epoch seconds, None if they do not)."""
+    import boto3  # imported late so --help and cached tokens work without boto3
 
     session = boto3.Session(region_name=region)
     if not role_arn:
-        return session
+        credentials = session.get_credentials()
+        ends = getattr(credentials, "_expiry_time", None)  # botocore's refreshable credentials
+        return session, ends.timestamp() if ends else None
     # The regional STS endpoint (botocore also honours AWS_ENDPOINT_URL_STS).
     sts = session.client("sts", region_name=region)
     extra = {"ExternalId": external_id} if external_id else {}
     creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name, DurationSeconds=900, **extra)
     creds = creds["Credentials"]
-    return boto3.Session(
+    assumed = boto3.Session(
         aws_access_key_id=creds["AccessKeyId"],
         aws_secret_access_key=creds["SecretAccessKey"],
         aws_session_token=creds["SessionToken"],
         region_name=region,
     )
+    return assumed, creds["Expiration"].timestamp()
 
 
 def sts_url(region: str) -> str:
@@ -91,24 +137,210 @@ def presigned_token(session, cluster_name: str, region: str) -> str:
 
 
 def token_lifetime() -> dt.timedelta:
-    """14 minutes (EKS honours 15). KPO_EKS_TOKEN_LIFETIME_SECONDS shortens it, e.g. to exercise refresh."""
+    """14 minutes (EKS honours 15). KPO_EKS_TOKEN_LIFETIME_SECONDS shortens it, e.g. to exercise
+    refresh; at 60 s or less no token is served from the cache."""
     seconds = float(os.environ.get("KPO_EKS_TOKEN_LIFETIME_SECONDS") or TOKEN_LIFETIME.total_seconds())
     return min(dt.timedelta(seconds=seconds), TOKEN_LIFETIME)
 
 
-def exec_credential(token: str, now: dt.datetime) -> dict:
-    # The client announces the API version it wants in KUBERNETES_EXEC_INFO.
-    info = json.loads(os.environ.get("KUBERNETES_EXEC_INFO") or "{}")
-    api_version = info.get("apiVersion", "client.authentication.k8s.io/v1beta1")
+def exec_info() -> dict:
+    # The client announces the API version it wants (and, with provideClusterInfo, the
+    # cluster) in KUBERNETES_EXEC_INFO.
+    return json.loads(os.environ.get("KUBERNETES_EXEC_INFO") or "{}")
+
+
+def exec_credential(token: str, expires: float) -> dict:
     return {
         "kind": "ExecCredential",
-        "apiVersion": api_version,
+        "apiVersion": exec_info().get("apiVersion", "client.authentication.k8s.io/v1beta1"),
         "spec": {},
         "status": {
             "token": token,
-            "expirationTimestamp": (now + token_lifetime()).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expirationTimestamp": dt.datetime.fromtimestamp(expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
     }
+
+
+# -- the cache --------------------------------------------------------------------------------
+def cache_dir() -> Path | None:
+    """~/.kube/cache/kpo-eks, a folder of this user's with mode 0700; None: no cache."""
+    if os.environ.get("KPO_EKS_TOKEN_CACHE", "").lower() in ("off", "0", "false", "no"):
+        return None
+    try:
+        folder = Path.home() / ".kube" / "cache" / "kpo-eks"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return None
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            os.chmod(folder, 0o700)
+    except (OSError, RuntimeError):  # no home, read-only home: run without a cache
+        return None
+    return folder
+
+
+def cache_key(args: argparse.Namespace, role_arn: str) -> str:
+    files = []
+    for variable, default in (("AWS_CONFIG_FILE", "~/.aws/config"), ("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")):
+        try:
+            files.append(hashlib.sha256(Path(os.environ.get(variable) or default).expanduser().read_bytes()).hexdigest())
+        except OSError:
+            files.append(None)
+    parts = {"v": CACHE_VERSION, "cluster": args.cluster_name, "region": args.region, "role": role_arn,
+             "external_id": args.external_id, "session": args.session_name, "uid": os.getuid(),
+             "lifetime": token_lifetime().total_seconds(), "env": {name: os.environ.get(name) for name in IDENTITY_ENV},
+             "files": files}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def read_entry(path: Path, key: str) -> dict | None:
+    """The cached entry, or None unless it is a well-formed regular file of this user, 0600."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd) as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) != 0o600:
+            return None
+        try:
+            entry = json.load(file)
+        except (ValueError, UnicodeDecodeError, OSError):
+            return None
+    numbers = ("expires", "made", "checked")
+    if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("token"), str) \
+            or not entry["token"].startswith(TOKEN_PREFIX) \
+            or not all(isinstance(entry.get(n), (int, float)) and not isinstance(entry.get(n), bool) for n in numbers):
+        return None
+    return entry
+
+
+def write_entry(path: Path, entry: dict) -> None:
+    import tempfile  # only when writing: a cached run stays lean
+
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # created 0600
+    try:
+        with os.fdopen(fd, "w") as file:
+            json.dump(entry, file)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """Runs that make a token for the same entry take turns (one AssumeRole serves them all)."""
+    import fcntl
+
+    try:
+        fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:  # not lockable: go on without taking turns
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def recheck_seconds() -> float:
+    return float(os.environ.get("KPO_EKS_TOKEN_RECHECK_SECONDS") or RECHECK_SECONDS)
+
+
+def cluster_to_check() -> dict:
+    """The API server to check a cached token with: from provideClusterInfo, else from the
+    variables the connection's kubeconfig sets (kubernetes_asyncio passes no cluster info)."""
+    cluster = (exec_info().get("spec") or {}).get("cluster") or {}
+    if cluster.get("server"):
+        return cluster
+    server = os.environ.get("KPO_EKS_CLUSTER_SERVER", "")
+    return {"server": server, "certificate-authority-data": os.environ.get("KPO_EKS_CLUSTER_CA_DATA", "")} if server else {}
+
+
+def cluster_verdict(token: str, cluster: dict) -> str:
+    """'rejected' (401), 'accepted' (any other answer of the API server) or 'unknown'."""
+    import http.client
+    import ssl
+    from urllib.parse import urlsplit
+
+    url = urlsplit(cluster["server"])
+    if url.scheme != "https" or not url.hostname:
+        return "unknown"
+    try:
+        if cluster.get("certificate-authority-data"):
+            context = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+        else:
+            context = ssl.create_default_context(cafile=cluster.get("certificate-authority"))
+        if cluster.get("insecure-skip-tls-verify"):
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        connection = http.client.HTTPSConnection(url.hostname, url.port or 443, context=context,
+                                                 timeout=CHECK_TIMEOUT_SECONDS)
+        try:
+            connection.request("GET", url.path.rstrip("/") + "/version",
+                               headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+            status = connection.getresponse().status
+        finally:
+            connection.close()
+    except (OSError, ValueError, http.client.HTTPException):
+        return "unknown"
+    if status == 401:
+        return "rejected"
+    # 2xx/403/404 come after authentication; a 429 or 5xx may come from anything in between.
+    return "accepted" if status < 500 and status != 429 else "unknown"
+
+
+def from_cache(path: Path, key: str, skip_token: str | None = None) -> tuple[dict | None, str | None]:
+    """(entry to serve or None, token the cluster rejected or None)."""
+    entry = read_entry(path, key)
+    now = time.time()
+    if entry is None or now >= entry["expires"] - CACHE_MARGIN_SECONDS or entry["token"] == skip_token:
+        return None, None
+    if now - entry["checked"] < recheck_seconds():
+        return entry, None
+    cluster = cluster_to_check()
+    if not cluster:
+        return None, None
+    verdict = cluster_verdict(entry["token"], cluster)
+    if verdict == "rejected":
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None, entry["token"]
+    if verdict == "accepted":
+        with contextlib.suppress(OSError):
+            write_entry(path, {**entry, "checked": now})
+    return entry, None
+
+
+def make_token(args: argparse.Namespace, role_arn: str) -> tuple[str, float]:
+    now = time.time()
+    session, credentials_end = session_for(args.region, role_arn, args.session_name, args.external_id)
+    token = presigned_token(session, args.cluster_name, args.region)
+    expires = now + token_lifetime().total_seconds()
+    if credentials_end is not None:
+        expires = min(expires, credentials_end)
+    return token, int(expires)
+
+
+def cached_or_new(args: argparse.Namespace, role_arn: str) -> tuple[str, float]:
+    folder = cache_dir()
+    if folder is None:
+        return make_token(args, role_arn)
+    key = cache_key(args, role_arn)
+    path = folder / f"{key}.json"
+    entry, rejected = from_cache(path, key)
+    if entry is None:
+        with locked(path):
+            entry, _ = from_cache(path, key, skip_token=rejected)  # another run may have made one meanwhile
+            if entry is None:
+                token, expires = make_token(args, role_arn)
+                now = time.time()
+                with contextlib.suppress(OSError):  # a full or read-only disk costs the cache, not the token
+                    write_entry(path, {"key": key, "token": token, "expires": expires, "made": now, "checked": now})
+                return token, expires
+    return entry["token"], entry["expires"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,13 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AWS_STS_REGIONAL_ENDPOINTS", "regional")  # this short-lived process only
     role_arn = os.environ.get("KPO_EKS_ROLE_ARN", args.role_arn)
     try:
-        session = session_for(args.region, role_arn, args.session_name, args.external_id)
-        token = presigned_token(session, args.cluster_name, args.region)
+        token, expires = cached_or_new(args, role_arn)
     except Exception as err:  # noqa: BLE001 - the client shows this one line to the user
         print(f"eks_token: cannot make a token for {args.cluster_name}: {err}", file=sys.stderr)
         return 1
-    now = dt.datetime.now(dt.UTC)
-    print(json.dumps(exec_credential(token, now)))
+    print(json.dumps(exec_credential(token, expires)))
     return 0
 
 
