@@ -43,7 +43,8 @@ def test_dagbag_loads_with_expected_operators(project, tmp_path):
     assert found["errors"] == {}
     answers = project.answers
     gpu = answers.get("gpu_node_group", False)
-    assert found["dags"] == ["check_remote_cluster", "remote_kpo", *(["remote_kpo_gpu"] if gpu else [])]
+    assert found["dags"] == ["check_remote_cluster", "remote_kpo", *(["remote_kpo_gpu"] if gpu else []),
+                             "remote_pod_janitor"]
     assert set(found["pods"]) == {"remote_kpo.hello_remote", *(["remote_kpo_gpu.gpu_pod"] if gpu else [])}
     pod = found["pods"].pop("remote_kpo.hello_remote")
     native = answers.get("pod_operator") == "native"

@@ -18,7 +18,9 @@ semantics that matter for them, and nothing else:
   Anything else is a 401 Status.
 - Authorization with Kubernetes RBAC semantics from the rendered Role/RoleBinding (API group,
   resource/subresource, verb, namespace); a denial is a 403 Status naming the request.
-- Pods: create, get, list (label selectors), patch (labels), delete; a phase progression
+- Pods: create, get, list (label selectors), patch (labels), delete (honouring a ``uid``
+  precondition: 409 Conflict for another pod's uid); namespaced (a list or a lookup by name
+  sees only the path's namespace); a phase progression
   Pending -> Running -> Succeeded/Failed. The container "runs" by executing the pod's
   ``python -c`` script locally with ``/airflow/xcom`` redirected to a temporary folder (this is
   the simulated part: no container, no image pull); its stdout becomes the pod log.

@@ -406,7 +406,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 200
         if name is None and method == "GET":
             selector = query.get("labelSelector", "")
-            items = [p for p in double.live_pods() if _selector_matches(selector, p["metadata"].get("labels") or {})]
+            items = [p for p in double.live_pods() if p["metadata"]["namespace"] == namespace
+                     and _selector_matches(selector, p["metadata"].get("labels") or {})]
             self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items})
             return 200
         if name is None and method == "POST":
@@ -419,8 +420,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 201
         with double.lock:
             pod = double.pods.get(name)
-            if pod is None or pod.deleted:
-                pod = None
+            if pod is None or pod.deleted or pod.body["metadata"]["namespace"] != namespace:
+                pod = None  # pods are namespaced: another namespace's pod of that name is not found here
         if pod is None:
             self._send(404, _status(404, "NotFound", f'pods "{name}" not found'))
             return 404
@@ -440,6 +441,12 @@ class _Handler(BaseHTTPRequestHandler):
             return 200
         if method == "DELETE":
             with double.lock:
+                wanted_uid = (body.get("preconditions") or {}).get("uid")
+                if wanted_uid and wanted_uid != pod.body["metadata"]["uid"]:
+                    self._send(409, _status(409, "Conflict", f'Operation cannot be fulfilled on Pod "{name}": '
+                                            f"Precondition failed: UID in precondition: {wanted_uid}, "
+                                            f'UID in object meta: {pod.body["metadata"]["uid"]}'))
+                    return 409
                 pod.deleted = True
                 pod.sidecar_killed.set()
                 self._send(200, copy.deepcopy(pod.body))

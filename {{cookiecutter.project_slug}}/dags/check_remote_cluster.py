@@ -10,22 +10,17 @@ to fix it; the last task prints the whole report. A step that passes but needs a
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from datetime import datetime, timedelta
-{% if not (cookiecutter.pod_operator == "native" and cookiecutter.cloud == "gcp") %}
-from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-{%- endif %}
+
 from airflow.sdk import BaseHook, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from include import preflight
+from include.kube_client import api_client
 {%- if cookiecutter.pod_operator == "native" and cookiecutter.cloud == "aws" %}
-from include.remote_cluster import AWS_REGION, CLUSTER_NAME, CONNECTION_ID, REMOTE_NAMESPACE
+from include.remote_cluster import AWS_REGION, CLUSTER_NAME, CONNECTION_ID
 {%- else %}
 from include.remote_cluster import CLUSTER_NAME, CONNECTION_ID
-{%- endif %}
-{%- if cookiecutter.pod_operator == "native" and cookiecutter.cloud == "gcp" %}
-from include.remote_pod import CLUSTER_ARGS, RemotePodOperator
 {%- endif %}
 
 
@@ -55,20 +50,6 @@ def cloud_identity() -> str:
     from airflow.providers.amazon.aws.hooks.sts import StsHook
 
     return StsHook(aws_conn_id=CONNECTION_ID, region_name=AWS_REGION).conn.get_caller_identity()["Arn"]
-
-
-@contextmanager
-def api_client():
-    """The client EksPodOperator makes: DescribeCluster for endpoint and CA, tokens signed
-    with the connection's role by the provider's own exec plugin."""
-    from airflow.providers.amazon.aws.hooks.eks import EksHook
-
-    hook = EksHook(aws_conn_id=CONNECTION_ID, region_name=AWS_REGION)
-    with hook.generate_config_file_with_credentials(eks_cluster_name=CLUSTER_NAME, pod_namespace=REMOTE_NAMESPACE) as (
-        config_file,
-        _,
-    ):
-        yield KubernetesHook(config_file=config_file, in_cluster=False).get_conn()
 {% elif cookiecutter.pod_operator == "native" %}
 
 def cloud_identity() -> str:
@@ -78,17 +59,6 @@ def cloud_identity() -> str:
     credentials = GoogleBaseHook(gcp_conn_id=CONNECTION_ID).get_credentials()
     credentials.refresh(Request())
     return getattr(credentials, "service_account_email", None) or "user credentials (not a service account)"
-
-
-@contextmanager
-def api_client():
-    """The client GKEStartPodOperator makes: clusters.get for endpoint and CA, google-auth tokens."""
-    yield RemotePodOperator(task_id="preflight_probe", image="unused", **CLUSTER_ARGS).hook.get_conn()
-{% else %}
-
-@contextmanager
-def api_client():
-    yield KubernetesHook(conn_id=CONNECTION_ID, in_cluster=False).api_client
 {% endif %}
 
 @dag(
