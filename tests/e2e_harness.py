@@ -95,6 +95,9 @@ class Cluster:
     google_identity: str | None = None  # GKE: whose key ADC holds (default: the project's RUNNER_IDENTITY)
     trust_policy: dict | None = None  # EKS: the runner role's trust as applied (default: aws/trust-policy.json)
     aws_caller: str | None = None  # EKS: who holds the signing credentials (default: the Astro workload identity)
+    # The namespace's LimitRange and ResourceQuota as applied (default: k8s/limitrange.yaml and
+    # k8s/resourcequota.yaml as rendered; [] for none).
+    namespace_limits: list[dict] | None = None
     double: ApiDouble = field(init=False)
     sts: StsDouble | None = field(init=False, default=None)
     eks_api: EksDouble | None = field(init=False, default=None)
@@ -141,11 +144,18 @@ class Cluster:
                                                          self.work / "google" / "adc-key.json", rc.GCP_PROJECT_ID)
         self.double = ApiDouble(rc.REMOTE_NAMESPACE, [self.role or self.manifest("role")],
                                 [self.manifest("rolebinding"), *self.extra_bindings],
-                                eks=eks, google=self.google, **self.double_options).start()
+                                eks=eks, google=self.google, namespace_limits=self._namespace_limits(),
+                                **self.double_options).start()
         if self.eks_api:
             self.eks_api.endpoint, self.eks_api.ca_data = self.double.url, self.double.ca_data
         self.connections = self._write_connection()
         return self
+
+    def _namespace_limits(self) -> list[dict]:
+        if self.namespace_limits is not None:
+            return self.namespace_limits
+        names = ("limitrange", "resourcequota")
+        return [self.manifest(name) for name in names if (self.project / "k8s" / f"{name}.yaml").exists()]
 
     def __exit__(self, *exc):
         self.double.stop()

@@ -74,6 +74,20 @@ def test_can_i_answers_from_the_applied_rbac(cli):
         assert denied.returncode == 1 and denied.stdout.strip() == "no", (verb, resource, group, namespace)
 
 
+def test_can_i_on_a_rule_with_resource_names_allows_only_those_names(cli):
+    named = {"apiGroups": [""], "resources": ["resourcequotas"], "resourceNames": ["runner"], "verbs": ["get"]}
+    cli.manifest.write_text(yaml.safe_dump_all([{**ROLE, "rules": [*ROLE["rules"], named]}, BINDING]))
+    assert cli.apply().returncode == 0
+
+    def can_i(resource: str) -> str:
+        return cli("kubectl", "auth", "can-i", "get", resource, "--namespace", "jobs", "--as", "u",
+                   "--as-group", "runners").stdout.strip()
+
+    assert can_i("resourcequotas/runner") == "yes"  # positive control
+    assert can_i("resourcequotas/other") == "no"
+    assert can_i("resourcequotas") == "no", "a rule with resourceNames never allows an unnamed request"
+
+
 def test_diff_reports_a_change_only_until_applied(cli):
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "jobs"}}
     cli.manifest.write_text(yaml.safe_dump(namespace))

@@ -34,7 +34,11 @@ def test_role_equals_the_operator_needs(project):
     role = yaml.safe_load((project.path / "k8s/role.yaml").read_text())
     assert role["kind"] == "Role", "never cluster scope"
     granted = set()
-    for rule in role["rules"]:
+    # The one rule limited by name: the preflight reads the namespace's quota and LimitRange.
+    named = [rule for rule in role["rules"] if "resourceNames" in rule]
+    assert named == [{"apiGroups": [""], "resources": ["limitranges", "resourcequotas"],
+                      "resourceNames": [role["metadata"]["name"]], "verbs": ["get"]}]
+    for rule in (rule for rule in role["rules"] if "resourceNames" not in rule):
         assert rule["apiGroups"] == [""], rule
         assert set(rule) == {"apiGroups", "resources", "verbs"}, "no resourceNames tricks or non-resource URLs"
         granted |= {(r, v) for r in rule["resources"] for v in rule["verbs"]}

@@ -129,33 +129,26 @@ def printed(stdout: str, prefix: str) -> list[str]:
 
 
 # What a first run changes on each cloud, in order.
-APPLY = ["kubectl apply k8s/namespace.yaml", "kubectl apply k8s/role.yaml", "kubectl apply k8s/rolebinding.yaml"]
+# The namespace, its LimitRange and ResourceQuota, (generic: the ServiceAccount,) Role, RoleBinding.
+APPLY = ["kubectl apply k8s/namespace.yaml", "kubectl apply k8s/limitrange.yaml", "kubectl apply k8s/resourcequota.yaml",
+         "kubectl apply k8s/role.yaml", "kubectl apply k8s/rolebinding.yaml"]
 FIRST_RUN_CHANGES = {
     "aws": ["aws iam create-role", "aws eks create-access-entry", *APPLY],
     "gcp": ["gcloud projects add-iam-policy-binding", *APPLY],
     "azure": ["az identity federated-credential", "az identity federated-credential", *APPLY],
-    "generic": [*APPLY[:1], "kubectl apply k8s/serviceaccount.yaml", *APPLY[1:]],
+    "generic": [*APPLY[:3], "kubectl apply k8s/serviceaccount.yaml", *APPLY[3:]],
 }
 # What --dry-run on a fresh remote side plans, can-i checks aside, in order.
 DRY_RUN_PLAN = {
-    "aws": ["aws iam create-role", "aws eks create-access-entry", "aws eks update-kubeconfig",
-            "kubectl apply k8s/namespace.yaml", "kubectl apply k8s/role.yaml", "kubectl apply k8s/rolebinding.yaml",
+    "aws": ["aws iam create-role", "aws eks create-access-entry", "aws eks update-kubeconfig", *APPLY,
             "aws eks describe-cluster"],
-    "gcp": ["gcloud projects add-iam-policy-binding", "env KUBECONFIG=x gcloud",
-            "kubectl apply k8s/namespace.yaml", "kubectl apply k8s/role.yaml", "kubectl apply k8s/rolebinding.yaml",
-            "gcloud container clusters"],
+    "gcp": ["gcloud projects add-iam-policy-binding", "env KUBECONFIG=x gcloud", *APPLY, "gcloud container clusters"],
     "azure": ["az identity federated-credential", "az identity federated-credential", "az aks get-credentials",
-              "kubelogin convert-kubeconfig azurecli", "kubectl apply k8s/namespace.yaml", "kubectl apply k8s/role.yaml",
-              "kubectl apply k8s/rolebinding.yaml", "az aks show"],
-    "generic": ["kubectl apply k8s/namespace.yaml", "kubectl apply k8s/serviceaccount.yaml", "kubectl apply k8s/role.yaml",
-                "kubectl apply k8s/rolebinding.yaml", "kubectl config view", "kubectl create token"],
+              "kubelogin convert-kubeconfig azurecli", *APPLY, "az aks show"],
+    "generic": [*FIRST_RUN_CHANGES["generic"], "kubectl config view", "kubectl create token"],
 }
-KUBECTL_APPLIED = {
-    "aws": ["namespace.yaml", "role.yaml", "rolebinding.yaml"],
-    "gcp": ["namespace.yaml", "role.yaml", "rolebinding.yaml"],
-    "azure": ["namespace.yaml", "role.yaml", "rolebinding.yaml"],
-    "generic": ["namespace.yaml", "serviceaccount.yaml", "role.yaml", "rolebinding.yaml"],
-}
+KUBECTL_APPLIED = {cloud: [words.split("k8s/")[1] for words in FIRST_RUN_CHANGES[cloud] if "kubectl apply" in words]
+                   for cloud in FIRST_RUN_CHANGES}
 
 
 @pytest.mark.parametrize("cloud", CONFIG["cloud"])
@@ -176,12 +169,17 @@ def test_dry_run_prints_the_plan_and_changes_nothing(setup, cloud):
     assert applied == KUBECTL_APPLIED[cloud]
     # One can-i per permission the Role grants, asked as the Airflow identity.
     can_i = [cmd for cmd in planned if "can-i" in cmd]
-    assert len(can_i) == sum(len(r["verbs"]) for r in role_rules(s.project))
+    assert len(can_i) == permission_count(s.project)
     assert "would run: " in done.stdout and "would write: airflow_settings.yaml, connection.env" in done.stdout
 
 
 def role_rules(project: Path) -> list[dict]:
     return yaml.safe_load((project / "k8s" / "role.yaml").read_text())["rules"]
+
+
+def permission_count(project: Path) -> int:
+    """Rows of the can-i table: one per verb and resource the Role grants."""
+    return sum(len(r["verbs"]) * len(r["resources"]) for r in role_rules(project))
 
 
 @pytest.mark.parametrize("cloud", CONFIG["cloud"])
@@ -191,7 +189,7 @@ def test_first_run_sets_up_verifies_and_connects(setup, cloud):
     assert done.returncode == 0, done.stdout + done.stderr
     assert [words(c) for c in s.double.changes()] == FIRST_RUN_CHANGES[cloud]
     table = [line.split() for line in done.stdout.splitlines() if line.endswith(("PASS", "FAIL"))]
-    assert len(table) == sum(len(r["verbs"]) for r in role_rules(s.project))
+    assert len(table) == permission_count(s.project)
     assert {row[-1] for row in table} == {"PASS"}
     settings = yaml.safe_load((s.project / "airflow_settings.yaml").read_text())["airflow"]
     server = settings["connections"][0]["conn_extra"]["kube_config"]["clusters"][0]["cluster"]["server"]
@@ -358,7 +356,7 @@ def test_local_developer_is_planned_admitted_checked_and_idempotent(setup, cloud
     assert s.double.changes() == [] and s.double.state == before
     assert not (s.home / ".aws").exists(), "the dry run makes no folder either"
     planned = dry.stdout.splitlines()
-    perms = sum(len(r["verbs"]) for r in role_rules(s.project))
+    perms = permission_count(s.project)
     done = s.run("--local-developer")
     assert done.returncode == 0, done.stdout + done.stderr
     state, rows = s.double.state, table_rows(done.stdout)

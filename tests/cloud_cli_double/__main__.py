@@ -396,10 +396,21 @@ def can_i(objects: dict, verb: str, resource: str, namespace: str, user: str, gr
             return s["name"] in groups
         return user == f"system:serviceaccount:{s.get('namespace', namespace)}:{s['name']}"
 
+    def rule_allows(rule: dict) -> bool:
+        # A rule with resourceNames allows only TYPE/NAME naming one of them (kubectl auth can-i
+        # reads "resourcequotas/x" as the object x). Without resourceNames, "pods/log" is read as
+        # the subresource, as setup_remote.sh's table means it (kubectl itself reads a pod named "log").
+        if verb not in rule["verbs"]:
+            return False
+        if not rule.get("resourceNames"):
+            return resource in rule["resources"]
+        kind, _, name = resource.partition("/")
+        return kind in rule["resources"] and name in rule["resourceNames"]
+
     for binding in (o for o in objects.values() if o["kind"] == "RoleBinding" and o["metadata"]["namespace"] == namespace):
         role = objects.get(f"Role/{namespace}/{binding['roleRef']['name']}")
         if role and any(subject_matches(s) for s in binding["subjects"]):
-            if any(resource in r["resources"] and verb in r["verbs"] for r in role["rules"]):
+            if any(rule_allows(r) for r in role["rules"]):
                 return True
     return False
 

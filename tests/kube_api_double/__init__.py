@@ -17,7 +17,9 @@ semantics that matter for them, and nothing else:
   account's email, as on GKE. ServiceAccount tokens are HMAC-signed JWTs with an expiry.
   Anything else is a 401 Status.
 - Authorization with Kubernetes RBAC semantics from the rendered Role/RoleBinding (API group,
-  resource/subresource, verb, namespace); a denial is a 403 Status naming the request.
+  resource/subresource, verb, namespace, resourceNames); a denial is a 403 Status naming the request.
+- The namespace's ResourceQuota and LimitRange (``quota.py``): pod admission as the API server
+  does it (defaults, request above limit, "failed quota"/"exceeded quota" 403s) and GET by name.
 - Pods: create, get, list (label selectors), patch (labels), delete (honouring a ``uid``
   precondition: 409 Conflict for another pod's uid); namespaced (a list or a lookup by name
   sees only the path's namespace); a phase progression

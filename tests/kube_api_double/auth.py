@@ -160,7 +160,8 @@ class Rbac:
         return False
 
     def allowed(self, identity: Identity, verb: str, resource: str, subresource: str, namespace: str,
-                api_group: str = "") -> bool:
+                api_group: str = "", name: str = "") -> bool:
+        """A rule with resourceNames allows only requests that name one of them (never create or list)."""
         full = f"{resource}/{subresource}" if subresource else resource
         for binding in self.bindings:
             if binding["metadata"]["namespace"] != namespace:
@@ -173,6 +174,7 @@ class Rbac:
             for rule in role.get("rules", []):
                 if (api_group in rule.get("apiGroups", []) or "*" in rule.get("apiGroups", [])) and \
                         (full in rule.get("resources", []) or "*" in rule.get("resources", [])) and \
-                        (verb in rule.get("verbs", []) or "*" in rule.get("verbs", [])):
+                        (verb in rule.get("verbs", []) or "*" in rule.get("verbs", [])) and \
+                        (not rule.get("resourceNames") or name in rule["resourceNames"]):
                     return True
         return False

@@ -28,6 +28,8 @@ from urllib.parse import parse_qs, urlparse
 from .auth import EKS_PREFIX, EksAuthenticator, Identity, Rbac, ServiceAccountTokens, Unauthorized
 from .google import GOOGLE_TOKEN_PREFIX, GoogleTokenDouble
 from .local import LocalServer
+from .quota import OBJECT_PATH, NamespaceLimits, Refused
+from .quota import serve as serve_namespace_limits
 from .tls import make_ca_and_server_cert
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -71,9 +73,11 @@ class ApiDouble(LocalServer):
 
     def __init__(self, namespace: str, roles: list[dict], bindings: list[dict], *, eks: EksAuthenticator | None = None,
                  google: GoogleTokenDouble | None = None, pending_seconds: float = 0.3, extra_run_seconds: float = 0.0,
-                 nodes=None, exit_code: int = 0):
+                 nodes=None, exit_code: int = 0, namespace_limits: list[dict] | None = None):
         self.namespace = namespace
         self.rbac = Rbac(roles, bindings)
+        # ResourceQuota and LimitRange objects of the namespace: pod admission and GET (quota.py).
+        self.limits = NamespaceLimits(namespace, namespace_limits or [])
         self.eks = eks
         self.google = google  # GKE: access tokens this Google token double issued
         self.sa_tokens = ServiceAccountTokens()
@@ -361,7 +365,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorize(self, identity, verbs, resource, sub, name, namespace) -> int | None:
         full = f"{resource}/{sub}" if sub else resource
         for verb in verbs:
-            if not self.double.rbac.allowed(identity, verb, resource, sub or "", namespace):
+            if not self.double.rbac.allowed(identity, verb, resource, sub or "", namespace, name=name or ""):
                 return self._deny(identity, verb, full, name, namespace)
         return None
 
@@ -380,11 +384,13 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" and method == "POST":
             attrs = body["spec"]["resourceAttributes"]
             allowed = double.rbac.allowed(identity, attrs["verb"], attrs["resource"], attrs.get("subresource", ""),
-                                          attrs.get("namespace", ""), attrs.get("group", ""))
+                                          attrs.get("namespace", ""), attrs.get("group", ""), name=attrs.get("name", ""))
             body["status"] = {"allowed": allowed}
             entry["review"] = attrs
             self._send(201, body)
             return 201
+        if limits_match := OBJECT_PATH.match(path):  # a ResourceQuota or LimitRange by name (quota.py)
+            return serve_namespace_limits(self, method, limits_match, identity, entry)
         match = POD_PATH.match(path)
         if not match:
             self._send(404, _status(404, "NotFound", f"the server could not find the requested resource {path}"))
@@ -412,7 +418,12 @@ class _Handler(BaseHTTPRequestHandler):
             return 200
         if name is None and method == "POST":
             try:
-                created = double.create_pod(namespace, body)
+                with double.lock:  # admission and creation at once, as the API server serializes quota
+                    double.limits.admit(namespace, body, double.live_pods())
+                    created = double.create_pod(namespace, body)
+            except Refused as refused:  # LimitRange, validation and ResourceQuota admission (quota.py)
+                self._send(refused.code, _status(refused.code, refused.reason, refused.message))
+                return refused.code
             except KeyError:
                 self._send(409, _status(409, "AlreadyExists", f'pods "{body["metadata"]["name"]}" already exists'))
                 return 409

@@ -2,9 +2,11 @@
 
 Step by step it proves that the connection is filled in, that the credentials produce a
 token, that the API server answers and accepts that token, and that the identity may make
-every call the remote_kpo DAG makes. The first failing step names what is missing and how
+every call the remote_kpo DAG makes, and reports the namespace's quota use (failing when
+remote_kpo's pod would not fit). The first failing step names what is missing and how
 to fix it; the last task prints the whole report. A step that passes but needs action soon
-(a ServiceAccount token under a quarter of its lifetime) logs a warning and the run succeeds.
+(a ServiceAccount token under a quarter of its lifetime, a missing quota) logs a warning and
+the run succeeds.
 """
 
 from __future__ import annotations
@@ -101,15 +103,20 @@ def check_remote_cluster():
             return step(preflight.check_permissions, client)
 
     @task
+    def quota() -> str:
+        with api_client() as client:
+            return step(preflight.check_quota, client, connection().extra_dejson)
+
+    @task
     def report(*findings: str) -> None:
-        names = ("connection", "credentials", "api server", "permissions")
+        names = ("connection", "credentials", "api server", "permissions", "quota")
         warned = any(finding.startswith(WARNING) for finding in findings)
         print(f"Remote cluster {CLUSTER_NAME} via connection {CONNECTION_ID}: ready{' (see the warning)' if warned else ''}")
         for name, finding in zip(names, findings, strict=True):
             mark = "warn" if finding.startswith(WARNING) else "ok"
             print(f"  [{mark}] {name:<12} {finding.removeprefix(WARNING)}")
 
-    steps = [check_connection(), credentials(), api_server(), permissions()]
+    steps = [check_connection(), credentials(), api_server(), permissions(), quota()]
     for before, after in zip(steps, steps[1:], strict=False):
         before >> after
     report(*steps)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag{% if cookiecutter.xcom %}, task{% endif %}
 from kubernetes.client import models as k8s
 
-from include.remote_cluster import REMOTE_POOL
+from include.remote_cluster import EXAMPLE_POD_LIMITS, EXAMPLE_POD_REQUESTS, REMOTE_POOL
 from include.remote_pod import CLUSTER_ARGS, RemotePodOperator
 
 IMAGE = "python:3.12-slim"
@@ -43,9 +43,11 @@ print(f"hello from {platform.node()} on the remote cluster")
 """
 {%- endif %}
 
+# Requests and memory limit are constants the preflight shares: it checks that this pod fits in
+# what the namespace's quota (k8s/resourcequota.yaml) has left.
 resources = k8s.V1ResourceRequirements(
-    requests={"cpu": "100m", "memory": "128Mi"},
-    limits={"memory": "256Mi", **({"nvidia.com/gpu": "1"} if USE_GPU else {})},
+    requests=EXAMPLE_POD_REQUESTS,
+    limits={**EXAMPLE_POD_LIMITS, **({"nvidia.com/gpu": "1"} if USE_GPU else {})},
 )
 
 

@@ -1,8 +1,9 @@
 """The checks behind dags/check_remote_cluster.py, one function a step, in the order a
-remote pod needs them: connection -> credentials -> API server -> permissions.
+remote pod needs them: connection -> credentials -> API server -> permissions -> quota.
 
 Each returns a short finding on success and raises ``PreflightError`` naming the missing
-piece and how to fix it otherwise. No Airflow import here, so the project tests can call them.
+piece and how to fix it otherwise. No Airflow import at module level, so the project tests can
+call them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+from decimal import Decimal
 
 from include import remote_cluster as rc
 
@@ -29,6 +31,9 @@ FIX_IDENTITY = {
     "generic": f"mint and load a new token: {ROTATE_TOKEN}",
 }[rc.CLOUD]
 FIX_RBAC = "run scripts/setup_remote.sh, or kubectl apply -f k8s/ as a cluster admin"
+FIX_QUOTA = ("raise it in k8s/resourcequota.yaml and NAMESPACE_QUOTA (include/remote_cluster.py) and apply it "
+             "(scripts/setup_remote.sh), or wait for running pods to finish")
+FIX_LIMIT_RANGE = "apply k8s/limitrange.yaml: scripts/setup_remote.sh, or kubectl apply -f k8s/ as a cluster admin"
 
 
 class PreflightError(Exception):
@@ -203,3 +208,148 @@ def check_cloud_identity(identity: str) -> str:
         raise PreflightError(f"the connection signs in as {identity}, but k8s/rolebinding.yaml binds {expected}: "
                              f"run as that service account (locally: impersonate it, see README)")
     return f"signed in as {identity}"
+
+
+# -- quota ------------------------------------------------------------------------------------
+# Quota keys for which the API server refuses a pod with a container that lacks the request or
+# limit (after the LimitRange's defaults), and where each is read from the container.
+REQUIRED_BY_QUOTA = {"cpu": ("requests", "cpu"), "requests.cpu": ("requests", "cpu"),
+                     "memory": ("requests", "memory"), "requests.memory": ("requests", "memory"),
+                     "limits.cpu": ("limits", "cpu"), "limits.memory": ("limits", "memory")}
+
+
+def quantity(value) -> Decimal:
+    from kubernetes.utils.quantity import parse_quantity
+
+    return parse_quantity(value)
+
+
+def shown(key: str, value: Decimal) -> str:
+    """A quantity as Kubernetes prints it: CPU in millicores when fractional, memory in Ki/Mi/Gi."""
+    if key.endswith(("memory", "ephemeral-storage")) and value == int(value) and value:
+        for suffix, power in (("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)):
+            if value % (1 << power) == 0:
+                return f"{int(value) >> power}{suffix}"
+    if value != int(value):
+        return f"{int(value * 1000)}m"
+    return str(int(value))
+
+
+def example_pod_containers(extra: dict | None = None) -> list[dict]:
+    """remote_kpo's containers with their own requests and limits: the base container and, with
+    XCom, the sidecar as the operator makes it: the connection's xcom_sidecar_container_resources
+    (a JSON string) if set, else the provider's (cncf-kubernetes 10.25: 1m CPU, 10Mi, no limit)."""
+    containers = [{"name": "base", "requests": dict(rc.EXAMPLE_POD_REQUESTS), "limits": dict(rc.EXAMPLE_POD_LIMITS)}]
+    if rc.XCOM_ENABLED:
+        from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
+
+        configured = (extra or {}).get("xcom_sidecar_container_resources")
+        if configured:
+            resources = json.loads(configured) if isinstance(configured, str) else configured
+        else:
+            default = PodDefaults.SIDECAR_CONTAINER.resources
+            resources = {"requests": default.requests, "limits": default.limits}
+        containers.append({"name": PodDefaults.SIDECAR_CONTAINER_NAME, "requests": dict(resources.get("requests") or {}),
+                           "limits": dict(resources.get("limits") or {})})
+    return containers
+
+
+def admitted(containers: list[dict], default_requests: dict, default_limits: dict) -> list[dict]:
+    """The containers as the API server admits them: a missing request defaults to the container's
+    own limit, then the LimitRange fills in what is still missing."""
+    return [{"name": c["name"], "limits": {**default_limits, **c["limits"]},
+             "requests": {**default_requests, **c["limits"], **c["requests"]}} for c in containers]
+
+
+def quota_usage(containers: list[dict]) -> dict[str, Decimal]:
+    """What a ResourceQuota charges for one pod of these (admitted) containers."""
+    usage = {"pods": Decimal(1), "count/pods": Decimal(1)}
+    for container in containers:
+        for kind in ("requests", "limits"):
+            for resource, value in container[kind].items():
+                keys = [f"{kind}.{resource}"] + ([resource] if kind == "requests" and "/" not in resource else [])
+                for key in keys:
+                    usage[key] = usage.get(key, Decimal(0)) + quantity(value)
+    return usage
+
+
+def ordered(keys) -> list[str]:
+    """pods first, then requests, then limits."""
+    return sorted(keys, key=lambda k: (k not in ("pods", "count/pods"), k.startswith("limits."), k))
+
+
+def describe_quota(hard: dict | None, used: dict, limit_range_found: bool, default_requests: dict,
+                   default_limits: dict, containers: list[dict] | None = None) -> str:
+    """The quota's use, and whether remote_kpo's pod (``containers``, by default as
+    example_pod_containers() makes them) fits: fails when the API server would refuse it,
+    passes with a warning when the quota or the LimitRange is missing."""
+    name = f"ResourceQuota {rc.QUOTA_NAME}"
+    if hard is None:
+        return Attention(f"no {name} in namespace {rc.REMOTE_NAMESPACE}: nothing caps its pods, CPU, memory or GPUs; "
+                         f"apply k8s/resourcequota.yaml: scripts/setup_remote.sh, or kubectl apply -f k8s/ as a cluster admin")
+    if not hard:
+        return Attention(f"{name} is not counted yet (the quota controller fills in its status within seconds; "
+                         "pods are refused until then): run the preflight again")
+    containers = admitted(example_pod_containers() if containers is None else containers, default_requests, default_limits)
+    lacking = {}  # as the API server words it: "must specify limits.memory for: <container>; ..."
+    for key in sorted(set(hard) & set(REQUIRED_BY_QUOTA)):
+        kind, resource = REQUIRED_BY_QUOTA[key]
+        if names := sorted(c["name"] for c in containers if resource not in c[kind]):
+            lacking[key] = names
+    if lacking:
+        what = "; ".join(f"{key} for: {','.join(names)}" for key, names in lacking.items())
+        cause = "it is missing" if not limit_range_found else "it gives no such default"
+        raise PreflightError(f"{name} refuses remote_kpo's pod: must specify {what} (the defaults come from "
+                             f"LimitRange {rc.LIMIT_RANGE_NAME}: {cause}): {FIX_LIMIT_RANGE}")
+    above = [f"{c['name']} requests {resource} {value} above its limit {c['limits'][resource]}"
+             for c in containers for resource, value in c["requests"].items()
+             if resource in c["limits"] and quantity(value) > quantity(c["limits"][resource])]
+    if above:
+        raise PreflightError(f"the API server refuses remote_kpo's pod: {'; '.join(above)}: give the container its "
+                             f"own limit, or raise the default in k8s/limitrange.yaml and apply it")
+    need = quota_usage(containers)
+    report = ", ".join(f"{key} {used.get(key, '0')}/{hard[key]}" for key in ordered(hard))
+    needed = [key for key in ordered(hard) if need.get(key)]
+    short = [f"{key} {shown(key, need[key])} with {shown(key, max(quantity(hard[key]) - quantity(used.get(key, '0')), 0))} left"
+             for key in needed if quantity(used.get(key, "0")) + need[key] > quantity(hard[key])]
+    if short:
+        raise PreflightError(f"remote_kpo's pod does not fit in {name} ({report}): it needs {'; '.join(short)}: {FIX_QUOTA}")
+    finding = f"{name}: {report}; remote_kpo's pod fits ({', '.join(f'{k} {shown(k, need[k])}' for k in needed)})"
+    if not limit_range_found:
+        return Attention(f"{finding}, but LimitRange {rc.LIMIT_RANGE_NAME} is missing: the quota refuses containers "
+                         f"that set no requests or memory limit: {FIX_LIMIT_RANGE}")
+    return finding
+
+
+def read_named(read, resource: str, name: str):
+    """One object of this namespace by name; None when it does not exist."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return read(name, rc.REMOTE_NAMESPACE)
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        if err.status == 403:
+            raise PreflightError(f"may not get {resource}/{name} in namespace {rc.REMOTE_NAMESPACE}: {FIX_RBAC}") from None
+        raise PreflightError(f"reading {resource}/{name} answered {err.status} {err.reason}") from None
+
+
+def check_quota(api_client, extra: dict | None = None) -> str:
+    """The namespace's ResourceQuota (k8s/resourcequota.yaml): its use, and whether remote_kpo's
+    pod, with the LimitRange's defaults (k8s/limitrange.yaml), fits in what is left. ``extra``:
+    the connection's, which may set the XCom sidecar's resources."""
+    from kubernetes.client import CoreV1Api
+
+    api = CoreV1Api(api_client)
+    quota = read_named(api.read_namespaced_resource_quota, "resourcequotas", rc.QUOTA_NAME)
+    limit_range = read_named(api.read_namespaced_limit_range, "limitranges", rc.LIMIT_RANGE_NAME)
+    default_requests, default_limits = {}, {}
+    for item in (limit_range.spec.limits or []) if limit_range else []:
+        if item.type == "Container":
+            default_requests.update(item.default_request or {})
+            default_limits.update(item.default or {})
+    hard = None if quota is None else dict((quota.status and quota.status.hard) or {})
+    used = dict((quota and quota.status and quota.status.used) or {})
+    return describe_quota(hard, used, limit_range is not None, default_requests, default_limits,
+                          example_pod_containers(extra))

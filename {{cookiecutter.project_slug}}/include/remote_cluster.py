@@ -43,6 +43,31 @@ REQUIRED_PERMISSIONS: list[tuple[str, str, str]] = [
 ]
 if XCOM_ENABLED:
     REQUIRED_PERMISSIONS += [("create", "pods", "exec"), ("get", "pods", "exec")]
+{%- set limits = cookiecutter._namespace_limits %}
+
+# The namespace's limits: k8s/resourcequota.yaml and k8s/limitrange.yaml hold these values too
+# (the project's tests compare them: change both). Size the quota to the pods you run at once,
+# the sum of their CPU and memory requests and memory limits; the preflight reports its use.
+QUOTA_NAME = {{ cookiecutter.__runner_name | tojson }}
+LIMIT_RANGE_NAME = {{ cookiecutter.__runner_name | tojson }}
+NAMESPACE_QUOTA: dict[str, str] = {
+{%- for key, value in limits.quota.items() %}
+    {{ key | tojson }}: {{ (limits.gpus_with_gpu_node_group if key == "requests.nvidia.com/gpu" and cookiecutter.gpu_node_group else value) | tojson }},
+{%- endfor %}
+}
+# What a container that sets no resources of its own gets (the LimitRange's defaults).
+CONTAINER_DEFAULT_REQUESTS: dict[str, str] = {{ limits.container_default_requests | tojson }}
+CONTAINER_DEFAULT_LIMITS: dict[str, str] = {{ limits.container_default_limits | tojson }}
+# remote_kpo's container (dags/remote_kpo.py); the preflight checks that its pod fits in what the
+# quota has left.
+EXAMPLE_POD_REQUESTS: dict[str, str] = {"cpu": "100m", "memory": "128Mi"}
+EXAMPLE_POD_LIMITS: dict[str, str] = {"memory": "256Mi"}
+# The preflight's own reads, as (verb, resource, name): the quota and the LimitRange, each by
+# its name only (k8s/role.yaml, the rule with resourceNames).
+NAMED_PERMISSIONS: list[tuple[str, str, str]] = [
+    ("get", "limitranges", LIMIT_RANGE_NAME),
+    ("get", "resourcequotas", QUOTA_NAME),
+]
 
 # Rendered with obviously fake values until scripts/write_connection.py fills them in.
 PLACEHOLDER_SERVER = "https://cluster-endpoint.example.invalid"

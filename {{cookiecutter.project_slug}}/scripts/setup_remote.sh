@@ -5,8 +5,8 @@
 #   scripts/setup_remote.sh [options]     # create or update what is missing, verify, connect
 #
 # Steps: checks first (answers, CLIs, sign-in, account), then the cloud identity Airflow runs
-# as (scripts/setup/<cloud>.sh), the namespace, Role and RoleBinding from k8s/, a pass/fail
-# check of every permission the DAGs need, asked as that identity, then write_connection.py.
+# as (scripts/setup/<cloud>.sh), k8s/ (namespace, its LimitRange and quota, Role, RoleBinding),
+# a pass/fail check of every permission the DAGs need, asked as that identity, the connection.
 # Re-running after success changes nothing. Every value comes from include/remote_cluster.py.
 set -euo pipefail
 
@@ -124,10 +124,12 @@ setting() {
     python3 -c 'import sys; sys.path.insert(0, "."); from include import remote_cluster as rc; print(getattr(rc, sys.argv[1], ""))' "$1"
 }
 
-# "verb resource[/subresource]" per line: exactly what k8s/role.yaml grants.
+# "verb resource[/subresource]" per line, then "verb resource/name" for the rules limited to
+# one object by name (kubectl auth can-i reads TYPE/NAME): exactly what k8s/role.yaml grants.
 permissions() {
     python3 -c 'import sys; sys.path.insert(0, "."); from include import remote_cluster as rc
-for verb, resource, sub in rc.REQUIRED_PERMISSIONS: print(verb, resource + ("/" + sub if sub else ""))'
+for verb, resource, sub in rc.REQUIRED_PERMISSIONS: print(verb, resource + ("/" + sub if sub else ""))
+for verb, resource, name in rc.NAMED_PERMISSIONS: print(verb, resource + "/" + name)'
 }
 
 # Equal JSON documents, whatever their key order and spacing.
@@ -265,7 +267,9 @@ verify_permissions() {
 
 preflight                  # nothing has changed before this passes
 cloud_identity             # the cloud side: identity, its mapping, admin credentials
-apply_manifests k8s/namespace.yaml k8s/serviceaccount.yaml k8s/role.yaml k8s/rolebinding.yaml \
+# The LimitRange before the quota: once the quota counts requests, containers need its defaults.
+apply_manifests k8s/namespace.yaml k8s/limitrange.yaml k8s/resourcequota.yaml k8s/serviceaccount.yaml \
+    k8s/role.yaml k8s/rolebinding.yaml \
     ${DEVELOPER_MANIFEST:+"$DEVELOPER_MANIFEST"}
 verify_permissions
 if "$DRY_RUN"; then

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from include import preflight
 from include import remote_cluster as rc
@@ -177,3 +178,138 @@ def test_all_permissions_allowed(monkeypatch):
 
     monkeypatch.setattr(kubernetes.client, "AuthorizationV1Api", lambda api_client: FakeAuthorization(set()))
     assert f"all {len(rc.REQUIRED_PERMISSIONS)} permissions" in preflight.check_permissions(api_client=None)
+
+
+# -- quota --------------------------------------------------------------------------------------
+PROJECT = Path(__file__).resolve().parent.parent
+DEFAULTS = (rc.CONTAINER_DEFAULT_REQUESTS, rc.CONTAINER_DEFAULT_LIMITS)
+# remote_kpo's pod as the quota counts it: the base container and, with XCom, the sidecar (1m CPU,
+# 10Mi, and the LimitRange's default memory limit).
+NEEDS = ("pods 1, requests.cpu 101m, requests.memory 138Mi, limits.memory 512Mi" if rc.XCOM_ENABLED
+         else "pods 1, requests.cpu 100m, requests.memory 128Mi, limits.memory 256Mi")
+
+
+def manifest(name: str) -> dict:
+    return yaml.safe_load((PROJECT / "k8s" / f"{name}.yaml").read_text())
+
+
+def test_namespace_limits_equal_the_constants():
+    quota, limit_range = manifest("resourcequota"), manifest("limitrange")
+    assert (quota["metadata"]["name"], limit_range["metadata"]["name"]) == (rc.QUOTA_NAME, rc.LIMIT_RANGE_NAME)
+    assert quota["spec"]["hard"] == rc.NAMESPACE_QUOTA, "k8s/resourcequota.yaml and NAMESPACE_QUOTA differ: change both"
+    assert limit_range["spec"]["limits"] == [{"type": "Container", "defaultRequest": rc.CONTAINER_DEFAULT_REQUESTS,
+                                              "default": rc.CONTAINER_DEFAULT_LIMITS}]
+
+
+def test_quota_use_is_reported_and_the_example_pod_fits():
+    used = {"pods": "3", "requests.cpu": "300m", "requests.memory": "384Mi", "limits.memory": "768Mi",
+            "requests.nvidia.com/gpu": "0"}
+    finding = preflight.describe_quota(rc.NAMESPACE_QUOTA, used, True, *DEFAULTS)
+    assert not isinstance(finding, preflight.Attention)
+    gpus = rc.NAMESPACE_QUOTA["requests.nvidia.com/gpu"]
+    assert finding == (f"ResourceQuota {rc.QUOTA_NAME}: pods 3/20, requests.cpu 300m/8, requests.memory 384Mi/16Gi, "
+                       f"requests.nvidia.com/gpu 0/{gpus}, limits.memory 768Mi/32Gi; remote_kpo's pod fits ({NEEDS})")
+
+
+def test_a_full_quota_fails_naming_the_quota_and_what_is_short():
+    used = {"pods": "20", "requests.cpu": "7950m", "requests.memory": "1Gi", "limits.memory": "2Gi"}
+    with pytest.raises(preflight.PreflightError) as err:
+        preflight.describe_quota(rc.NAMESPACE_QUOTA, used, True, *DEFAULTS)
+    message = str(err.value)
+    assert message.startswith(f"remote_kpo's pod does not fit in ResourceQuota {rc.QUOTA_NAME} "
+                              "(pods 20/20, requests.cpu 7950m/8,")
+    cpu = "101m" if rc.XCOM_ENABLED else "100m"
+    assert f"it needs pods 1 with 0 left; requests.cpu {cpu} with 50m left: raise it in k8s/resourcequota.yaml" in message
+    assert "memory" not in message.split("it needs")[1].split(":")[0], "only what is short"
+    assert "\n" not in message
+
+
+def test_a_missing_quota_passes_with_a_warning():
+    finding = preflight.describe_quota(None, {}, True, *DEFAULTS)
+    assert isinstance(finding, preflight.Attention)
+    assert f"no ResourceQuota {rc.QUOTA_NAME} in namespace {rc.REMOTE_NAMESPACE}: nothing caps" in finding
+    assert "apply k8s/resourcequota.yaml" in finding
+    assert isinstance(preflight.describe_quota({}, {}, True, *DEFAULTS), preflight.Attention), "not counted yet"
+
+
+def test_without_the_limit_range():
+    if rc.XCOM_ENABLED:  # the sidecar sets no memory limit: the quota refuses the pod
+        with pytest.raises(preflight.PreflightError, match=(
+                f"ResourceQuota {rc.QUOTA_NAME} refuses remote_kpo's pod: must specify limits.memory for: "
+                f"airflow-xcom-sidecar \\(the defaults come from LimitRange {rc.LIMIT_RANGE_NAME}: it is missing\\): "
+                "apply k8s/limitrange.yaml")):
+            preflight.describe_quota(rc.NAMESPACE_QUOTA, {}, False, {}, {})
+    else:  # the example sets all it needs; other pods without requests would be refused
+        finding = preflight.describe_quota(rc.NAMESPACE_QUOTA, {}, False, {}, {})
+        assert isinstance(finding, preflight.Attention)
+        assert f"LimitRange {rc.LIMIT_RANGE_NAME} is missing: the quota refuses containers" in finding
+
+
+def test_a_request_above_the_default_limit_is_named(monkeypatch):
+    monkeypatch.setattr(rc, "EXAMPLE_POD_LIMITS", {})
+    with pytest.raises(preflight.PreflightError, match="base requests memory 128Mi above its limit 64Mi"):
+        preflight.describe_quota(rc.NAMESPACE_QUOTA, {}, True, rc.CONTAINER_DEFAULT_REQUESTS, {"memory": "64Mi"})
+
+
+class FakeCore:
+    """Answers the two reads by name, or raises the API server's errors."""
+
+    def __init__(self, quota: tuple[dict, dict] | None, limit_range: bool = True, status: int | None = None):
+        self.quota, self.limit_range, self.status, self.read = quota, limit_range, status, []
+
+    def answer(self, kind: str, name: str, namespace: str, found, value):
+        from kubernetes.client.exceptions import ApiException
+
+        self.read.append((kind, name, namespace))
+        if self.status:
+            raise ApiException(status=self.status, reason="Forbidden")
+        if not found:
+            raise ApiException(status=404, reason="Not Found")
+        return value
+
+    def read_namespaced_resource_quota(self, name, namespace):
+        hard, used = self.quota or ({}, {})
+        return self.answer("resourcequotas", name, namespace, self.quota,
+                           SimpleNamespace(status=SimpleNamespace(hard=hard, used=used)))
+
+    def read_namespaced_limit_range(self, name, namespace):
+        item = SimpleNamespace(type="Container", default=dict(rc.CONTAINER_DEFAULT_LIMITS),
+                               default_request=dict(rc.CONTAINER_DEFAULT_REQUESTS))
+        return self.answer("limitranges", name, namespace, self.limit_range, SimpleNamespace(spec=SimpleNamespace(limits=[item])))
+
+
+def with_core(monkeypatch, core: FakeCore) -> FakeCore:
+    import kubernetes.client
+
+    monkeypatch.setattr(kubernetes.client, "CoreV1Api", lambda api_client: core)
+    return core
+
+
+def test_check_quota_reads_both_objects_by_name(monkeypatch):
+    core = with_core(monkeypatch, FakeCore((rc.NAMESPACE_QUOTA, {"pods": "0"})))
+    assert f"remote_kpo's pod fits ({NEEDS})" in preflight.check_quota(api_client=None)
+    assert core.read == [("resourcequotas", rc.QUOTA_NAME, rc.REMOTE_NAMESPACE),
+                         ("limitranges", rc.LIMIT_RANGE_NAME, rc.REMOTE_NAMESPACE)]
+
+
+def test_check_quota_names_the_missing_permission(monkeypatch):
+    with_core(monkeypatch, FakeCore((rc.NAMESPACE_QUOTA, {}), status=403))
+    with pytest.raises(preflight.PreflightError, match=f"may not get resourcequotas/{rc.QUOTA_NAME} in namespace "
+                                                       f"{rc.REMOTE_NAMESPACE}: .*kubectl apply -f k8s/"):
+        preflight.check_quota(api_client=None)
+
+
+def test_check_quota_without_the_objects_warns(monkeypatch):
+    with_core(monkeypatch, FakeCore(None, limit_range=False))
+    finding = preflight.check_quota(api_client=None)
+    assert isinstance(finding, preflight.Attention) and f"no ResourceQuota {rc.QUOTA_NAME}" in finding
+
+
+@pytest.mark.skipif(not rc.XCOM_ENABLED, reason="only the XCom path has a sidecar")
+def test_the_sidecar_resources_of_the_connection_count(monkeypatch):
+    """The operator gives the sidecar the connection's xcom_sidecar_container_resources if set."""
+    with_core(monkeypatch, FakeCore((rc.NAMESPACE_QUOTA, {})))
+    own = {"xcom_sidecar_container_resources": json.dumps({"requests": {"cpu": "1m", "memory": "10Mi"},
+                                                           "limits": {"memory": "32Mi"}})}
+    assert "limits.memory 288Mi)" in preflight.check_quota(api_client=None, extra=own)
+    assert "limits.memory 512Mi)" in preflight.check_quota(api_client=None, extra={}), "else the LimitRange's default"

@@ -8,6 +8,7 @@ import json
 import re
 import shlex
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -41,14 +42,25 @@ def test_every_manifest_targets_the_project_namespace():
 
 
 def test_role_grants_exactly_the_required_permissions():
+    rules = manifests()["role"]["rules"]
     granted = {
         (verb, *(resource.split("/", 1) + [""])[:2])
-        for rule in manifests()["role"]["rules"]
+        for rule in rules if "resourceNames" not in rule
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-    assert all(rule["apiGroups"] == [""] for rule in manifests()["role"]["rules"])
+    named = {  # rules limited to objects by name: the preflight's read of the quota
+        (verb, resource, name)
+        for rule in rules if "resourceNames" in rule
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        for name in rule["resourceNames"]
+    }
+    assert all(rule["apiGroups"] == [""] for rule in rules)
     assert granted == set(rc.REQUIRED_PERMISSIONS)
+    assert named == set(rc.NAMED_PERMISSIONS)
+    assert {manifests()["resourcequota"]["metadata"]["name"], manifests()["limitrange"]["metadata"]["name"]} == {
+        name for _, _, name in rc.NAMED_PERMISSIONS}
 
 
 def test_rolebinding_binds_that_role():
@@ -96,6 +108,28 @@ def test_pod_tasks_use_the_remote_cluster(pod_tasks):
         assert t.do_xcom_push is (rc.XCOM_ENABLED and t.dag_id == "remote_kpo")
         assert t.on_finish_action.value == "delete_pod"
         assert t.startup_timeout_seconds >= 600, "GPU node scale-up takes minutes"
+
+
+def test_the_dags_pods_fit_in_the_quota(pod_tasks):
+    """Each pod the DAGs start, and remote_kpo's with USE_GPU = True, fits in the empty quota
+    with the LimitRange's defaults (k8s/resourcequota.yaml, k8s/limitrange.yaml)."""
+    from include import preflight
+
+    def fits(resources, xcom: bool) -> None:
+        containers = [{"name": "base", "requests": dict(resources.requests or {}), "limits": dict(resources.limits or {})}]
+        if xcom:
+            containers += preflight.example_pod_containers()[1:]
+        usage = preflight.quota_usage(preflight.admitted(containers, rc.CONTAINER_DEFAULT_REQUESTS, rc.CONTAINER_DEFAULT_LIMITS))
+        over = {k: v for k, v in rc.NAMESPACE_QUOTA.items() if usage.get(k, 0) > preflight.quantity(v)}
+        assert not over, (resources, over)
+
+    for t in pod_tasks:
+        fits(t.container_resources, t.do_xcom_push)
+        if t.dag_id == "remote_kpo":
+            assert (t.container_resources.requests, t.container_resources.limits) == (
+                rc.EXAMPLE_POD_REQUESTS, rc.EXAMPLE_POD_LIMITS), "the preflight checks these constants"
+            fits(SimpleNamespace(requests=rc.EXAMPLE_POD_REQUESTS, limits={**rc.EXAMPLE_POD_LIMITS, "nvidia.com/gpu": "1"}),
+                 t.do_xcom_push)
 
 
 def test_exec_plugin_is_in_the_image():
