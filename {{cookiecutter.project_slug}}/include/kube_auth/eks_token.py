@@ -39,21 +39,18 @@ minute instead of one per run.
 
 from __future__ import annotations
 
-import argparse
-import base64
-import contextlib
-import datetime as dt
 import hashlib
 import json
 import os
 import stat
 import sys
 import time
-from pathlib import Path
 
+# A cached run imports only the modules above (and argparse only for --help or a mistake):
+# Python's own start-up is most of its time.
 TOKEN_PREFIX = "k8s-aws-v1."
 PRESIGN_SECONDS = 60  # what the AWS CLI uses; EKS itself honours the token for 15 minutes
-TOKEN_LIFETIME = dt.timedelta(minutes=14)
+TOKEN_LIFETIME_SECONDS = 14 * 60
 CLUSTER_ID_HEADER = "x-k8s-aws-id"
 CACHE_MARGIN_SECONDS = 60  # a cached token is served until this long before its expiry
 RECHECK_SECONDS = 60.0
@@ -65,16 +62,32 @@ IDENTITY_ENV = (
     "AWS_ROLE_SESSION_NAME", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS",
 )
+OPTIONS = {"--cluster-name": "cluster_name", "--region": "region", "--role-arn": "role_arn",
+           "--external-id": "external_id", "--session-name": "session_name"}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+class Args:
+    def __init__(self, cluster_name: str, region: str, role_arn: str = "", external_id: str = "",
+                 session_name: str = "airflow-remote-kpo"):
+        self.cluster_name, self.region, self.role_arn = cluster_name, region, role_arn
+        self.external_id, self.session_name = external_id, session_name
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    argv = sys.argv[1:] if argv is None else argv
+    pairs = dict(zip(argv[::2], argv[1::2], strict=False))
+    if len(argv) % 2 == 0 and len(pairs) * 2 == len(argv) and set(pairs) <= set(OPTIONS) \
+            and {"--cluster-name", "--region"} <= set(pairs):
+        return Args(**{OPTIONS[option]: value for option, value in pairs.items()})
+    import argparse  # --help, --option=value or a mistake: argparse's own help and messages
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cluster-name", required=True)
     parser.add_argument("--region", required=True)
     parser.add_argument("--role-arn", default="")
     parser.add_argument("--external-id", default="", help="the sts:ExternalId the role's trust policy requires")
     parser.add_argument("--session-name", default="airflow-remote-kpo")
-    return parser.parse_args(argv)
+    return Args(**vars(parser.parse_args(argv)))
 
 
 def session_for(region: str, role_arn: str, session_name: str, external_id: str = ""):
@@ -108,6 +121,8 @@ def sts_url(region: str) -> str:
 
 
 def presigned_token(session, cluster_name: str, region: str) -> str:
+    import base64
+
     from botocore.signers import RequestSigner
 
     credentials = session.get_credentials()
@@ -136,11 +151,10 @@ def presigned_token(session, cluster_name: str, region: str) -> str:
     return TOKEN_PREFIX + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
 
 
-def token_lifetime() -> dt.timedelta:
+def token_lifetime() -> float:
     """14 minutes (EKS honours 15). KPO_EKS_TOKEN_LIFETIME_SECONDS shortens it, e.g. to exercise
     refresh; at 60 s or less no token is served from the cache."""
-    seconds = float(os.environ.get("KPO_EKS_TOKEN_LIFETIME_SECONDS") or TOKEN_LIFETIME.total_seconds())
-    return min(dt.timedelta(seconds=seconds), TOKEN_LIFETIME)
+    return min(float(os.environ.get("KPO_EKS_TOKEN_LIFETIME_SECONDS") or TOKEN_LIFETIME_SECONDS), TOKEN_LIFETIME_SECONDS)
 
 
 def exec_info() -> dict:
@@ -156,44 +170,48 @@ def exec_credential(token: str, expires: float) -> dict:
         "spec": {},
         "status": {
             "token": token,
-            "expirationTimestamp": dt.datetime.fromtimestamp(expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expirationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
         },
     }
 
 
 # -- the cache --------------------------------------------------------------------------------
-def cache_dir() -> Path | None:
+def cache_dir() -> str | None:
     """~/.kube/cache/kpo-eks, a folder of this user's with mode 0700; None: no cache."""
     if os.environ.get("KPO_EKS_TOKEN_CACHE", "").lower() in ("off", "0", "false", "no"):
         return None
+    home = os.path.expanduser("~")
+    if home.startswith("~"):  # no home at all
+        return None
+    folder = os.path.join(home, ".kube", "cache", "kpo-eks")
     try:
-        folder = Path.home() / ".kube" / "cache" / "kpo-eks"
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
         info = os.lstat(folder)
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
             return None
         if stat.S_IMODE(info.st_mode) != 0o700:
             os.chmod(folder, 0o700)
-    except (OSError, RuntimeError):  # no home, read-only home: run without a cache
+    except OSError:  # a read-only home: run without a cache
         return None
     return folder
 
 
-def cache_key(args: argparse.Namespace, role_arn: str) -> str:
+def cache_key(args: Args, role_arn: str) -> str:
     files = []
     for variable, default in (("AWS_CONFIG_FILE", "~/.aws/config"), ("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")):
         try:
-            files.append(hashlib.sha256(Path(os.environ.get(variable) or default).expanduser().read_bytes()).hexdigest())
+            with open(os.path.expanduser(os.environ.get(variable) or default), "rb") as file:
+                files.append(hashlib.sha256(file.read()).hexdigest())
         except OSError:
             files.append(None)
     parts = {"v": CACHE_VERSION, "cluster": args.cluster_name, "region": args.region, "role": role_arn,
              "external_id": args.external_id, "session": args.session_name, "uid": os.getuid(),
-             "lifetime": token_lifetime().total_seconds(), "env": {name: os.environ.get(name) for name in IDENTITY_ENV},
+             "lifetime": token_lifetime(), "env": {name: os.environ.get(name) for name in IDENTITY_ENV},
              "files": files}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def read_entry(path: Path, key: str) -> dict | None:
+def read_entry(path: str, key: str) -> dict | None:
     """The cached entry, or None unless it is a well-formed regular file of this user, 0600."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -215,35 +233,45 @@ def read_entry(path: Path, key: str) -> dict | None:
     return entry
 
 
-def write_entry(path: Path, entry: dict) -> None:
+def write_entry(path: str, entry: dict) -> None:
     import tempfile  # only when writing: a cached run stays lean
 
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # created 0600
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")  # created 0600
     try:
         with os.fdopen(fd, "w") as file:
             json.dump(entry, file)
         os.replace(temporary, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
+        remove(temporary)
         raise
 
 
-@contextlib.contextmanager
-def locked(path: Path):
-    """Runs that make a token for the same entry take turns (one AssumeRole serves them all)."""
-    import fcntl
+def remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
-    try:
-        fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    except OSError:  # not lockable: go on without taking turns
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+
+class Locked:
+    """Runs that make a token for the same entry take turns (one AssumeRole serves them all)."""
+
+    def __init__(self, path: str):
+        self.path, self.fd = path[: -len(".json")] + ".lock", None
+
+    def __enter__(self):
+        import fcntl
+
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError:  # not lockable: go on without taking turns
+            return self
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 def recheck_seconds() -> float:
@@ -262,6 +290,7 @@ def cluster_to_check() -> dict:
 
 def cluster_verdict(token: str, cluster: dict) -> str:
     """'rejected' (401), 'accepted' (any other answer of the API server) or 'unknown'."""
+    import base64
     import http.client
     import ssl
     from urllib.parse import urlsplit
@@ -292,7 +321,7 @@ def cluster_verdict(token: str, cluster: dict) -> str:
     return "accepted" if status < 500 and status != 429 else "unknown"
 
 
-def from_cache(path: Path, key: str, skip_token: str | None = None) -> tuple[dict | None, str | None]:
+def from_cache(path: str, key: str, skip_token: str | None = None) -> tuple[dict | None, str | None]:
     """(entry to serve or None, token the cluster rejected or None)."""
     entry = read_entry(path, key)
     now = time.time()
@@ -305,40 +334,43 @@ def from_cache(path: Path, key: str, skip_token: str | None = None) -> tuple[dic
         return None, None
     verdict = cluster_verdict(entry["token"], cluster)
     if verdict == "rejected":
-        with contextlib.suppress(OSError):
-            path.unlink()
+        remove(path)
         return None, entry["token"]
     if verdict == "accepted":
-        with contextlib.suppress(OSError):
+        try:
             write_entry(path, {**entry, "checked": now})
+        except OSError:
+            pass
     return entry, None
 
 
-def make_token(args: argparse.Namespace, role_arn: str) -> tuple[str, float]:
+def make_token(args: Args, role_arn: str) -> tuple[str, float]:
     now = time.time()
     session, credentials_end = session_for(args.region, role_arn, args.session_name, args.external_id)
     token = presigned_token(session, args.cluster_name, args.region)
-    expires = now + token_lifetime().total_seconds()
+    expires = now + token_lifetime()
     if credentials_end is not None:
         expires = min(expires, credentials_end)
     return token, int(expires)
 
 
-def cached_or_new(args: argparse.Namespace, role_arn: str) -> tuple[str, float]:
+def cached_or_new(args: Args, role_arn: str) -> tuple[str, float]:
     folder = cache_dir()
     if folder is None:
         return make_token(args, role_arn)
     key = cache_key(args, role_arn)
-    path = folder / f"{key}.json"
+    path = os.path.join(folder, f"{key}.json")
     entry, rejected = from_cache(path, key)
     if entry is None:
-        with locked(path):
+        with Locked(path):
             entry, _ = from_cache(path, key, skip_token=rejected)  # another run may have made one meanwhile
             if entry is None:
                 token, expires = make_token(args, role_arn)
                 now = time.time()
-                with contextlib.suppress(OSError):  # a full or read-only disk costs the cache, not the token
+                try:
                     write_entry(path, {"key": key, "token": token, "expires": expires, "made": now, "checked": now})
+                except OSError:  # a full or read-only disk costs the cache, not the token
+                    pass
                 return token, expires
     return entry["token"], entry["expires"]
 
