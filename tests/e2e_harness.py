@@ -242,14 +242,16 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> RunResult:
 
 
 def variant(project: Path, tmp: Path, *, deferrable: bool = True, retries: int | None = None,
-            upstream_operator: bool = False) -> Path:
+            upstream_operator: bool = False, retry_delay: int | None = None,
+            execution_timeout: int | None = None) -> Path:
     """A copy of the project with remote_kpo's mode, retries or operator changed, and nothing else.
 
     retries=0 keeps a deliberately failing run from waiting out two one-minute retry delays;
-    upstream_operator=True uses the provider's KubernetesPodOperator instead of include/remote_pod.py."""
+    upstream_operator=True uses the provider's KubernetesPodOperator instead of include/remote_pod.py;
+    retry_delay and execution_timeout (seconds) replace the DAG's one minute and one hour."""
     import shutil
 
-    target = tmp / f"variant-{deferrable}-{retries}-{upstream_operator}" / project.name
+    target = tmp / f"variant-{deferrable}-{retries}-{upstream_operator}-{retry_delay}-{execution_timeout}" / project.name
     shutil.copytree(project, target)
     dag = target / "dags" / "remote_kpo.py"
     text = dag.read_text()
@@ -261,6 +263,10 @@ def variant(project: Path, tmp: Path, *, deferrable: bool = True, retries: int |
         text = swap("deferrable=True,", "deferrable=False,")
     if retries is not None:
         text = swap('default_args={"retries": 2,', f'default_args={{"retries": {retries},')
+    if retry_delay is not None:
+        text = swap('"retry_delay": timedelta(minutes=1)}', f'"retry_delay": timedelta(seconds={retry_delay})}}')
+    if execution_timeout is not None:
+        text = swap("execution_timeout=timedelta(hours=1),", f"execution_timeout=timedelta(seconds={execution_timeout}),")
     if upstream_operator:
         text = swap("from include.remote_pod import CLUSTER_ARGS, RemotePodOperator",
                             "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator\n"

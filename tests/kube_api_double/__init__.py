@@ -26,6 +26,11 @@ semantics that matter for them, and nothing else:
   Pending -> Running -> Succeeded/Failed. The container "runs" by executing the pod's
   ``python -c`` script locally with ``/airflow/xcom`` redirected to a temporary folder (this is
   the simulated part: no container, no image pull); its stdout becomes the pod log.
+- The cluster stopping a pod, as the kubelet and API server report it: ``activeDeadlineSeconds``
+  counted from ``startTime`` (Failed, DeadlineExceeded), ``evict`` (a spot reclaim on EKS: the
+  DisruptionTarget condition, then the pod deleted) and ``shut_down_node`` (GKE spot VMs: Failed,
+  Terminated, the pod kept). The script gets SIGTERM, then SIGKILL after ``kill_grace_seconds``
+  (1 s here, 30 s by default in Kubernetes); deleting a pod kills it too. No exec into a completed pod.
 - pods/log (follow, timestamps, sinceSeconds/sinceTime, tailLines), events list,
   SelfSubjectAccessReview, SelfSubjectReview, /version, and pods/exec over a WebSocket
   (v4/v5.channel.k8s.io) for the XCom sidecar, authorizing get and create as Kubernetes >= 1.30 does.

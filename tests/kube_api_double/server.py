@@ -35,6 +35,9 @@ from .tls import make_ca_and_server_cert
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 XCOM_SIDECAR = "airflow-xcom-sidecar"
 EMPTY_XCOM = "__airflow_xcom_result_empty__"
+# What the kubelet and the API server write when they stop a pod (Kubernetes 1.31+ strings).
+DEADLINE_EXCEEDED = ("DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
+NODE_SHUTDOWN = ("Terminated", "Pod was terminated in response to imminent node shutdown.")
 POD_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<resource>pods|events)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$")
 
 
@@ -66,6 +69,9 @@ class SimPod:
     sidecar_killed: threading.Event = field(default_factory=threading.Event)
     deleted: bool = False
     xcom: str | None = None
+    process: subprocess.Popen | None = None  # the base container's script while it runs
+    stopped: threading.Event = field(default_factory=threading.Event)  # the kubelet killed the containers
+    terminal: threading.Event = field(default_factory=threading.Event)  # phase Succeeded or Failed
 
 
 class ApiDouble(LocalServer):
@@ -87,6 +93,8 @@ class ApiDouble(LocalServer):
         self.nodes = nodes
         self.exit_code = exit_code  # what a container that is not `python -c` exits with
         self.extra_run_seconds = extra_run_seconds
+        # SIGTERM, then SIGKILL after this long (a kubelet waits terminationGracePeriodSeconds, 30 s).
+        self.kill_grace_seconds = 1.0
         self.revoked_before = 0.0
         self.pods: dict[str, SimPod] = {}
         self.created_pods: list[dict] = []
@@ -178,36 +186,111 @@ class ApiDouble(LocalServer):
         has_sidecar = any(c["name"] == XCOM_SIDECAR for c in spec["containers"])
         started = now_iso()
         with self.lock:
-            if pod.deleted:
+            if pod.deleted or pod.stopped.is_set():
                 return
             pod.body["status"] = {
                 "phase": "Running", "startTime": started, "hostIP": "10.0.0.10", "podIP": "10.1.0.10",
                 "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
                 "containerStatuses": [_running(c["name"], c.get("image", ""), started) for c in spec["containers"]],
             }
+        if spec.get("activeDeadlineSeconds"):  # counted from status.startTime, as the kubelet does
+            threading.Thread(target=self._enforce_deadline, args=(pod, spec["activeDeadlineSeconds"]),
+                             daemon=True).start()
         exit_code = self._run_base(pod, base)
         # A longer-running pod: one log line every half second, so faults can land mid-run.
         for tick in range(int(self.extra_run_seconds * 2)):
-            if pod.deleted:
+            if pod.deleted or pod.stopped.wait(0.5):
                 return
-            time.sleep(0.5)
             pod.logs.append((time.time(), f"(double) still running, tick {tick}"))
         finished = now_iso()
         with self.lock:
+            if pod.stopped.is_set():  # killed meanwhile: stop_pod wrote the status
+                return
             statuses = pod.body["status"]["containerStatuses"]
             for status in statuses:
                 if status["name"] == "base":
                     _terminate(status, exit_code, started, finished)
             if not has_sidecar:
                 pod.body["status"]["phase"] = "Succeeded" if exit_code == 0 else "Failed"
+                pod.terminal.set()
         pod.base_done.set()
         if has_sidecar:
             pod.sidecar_killed.wait(timeout=600)
             with self.lock:
+                if pod.stopped.is_set():
+                    return
                 for status in pod.body["status"]["containerStatuses"]:
                     if status["name"] == XCOM_SIDECAR:
                         _terminate(status, 0, started, now_iso())
                 pod.body["status"]["phase"] = "Succeeded" if exit_code == 0 else "Failed"
+                pod.terminal.set()
+
+    # -- the cluster stopping a pod on its own ---------------------------------------------------
+    def _enforce_deadline(self, pod: SimPod, seconds: float) -> None:
+        if not pod.terminal.wait(timeout=seconds):
+            self.stop_pod(pod, *DEADLINE_EXCEEDED)
+
+    def evict(self, name: str) -> None:
+        """A spot node reclaimed on EKS (managed node group, Karpenter or the node termination
+        handler drain it): the Eviction API marks the pod DisruptionTarget and deletes it; the
+        kubelet kills the containers; the object is then gone (GET 404, not listed)."""
+        with self.lock:
+            pod = self.pods[name]
+            pod.body["metadata"].update(deletionTimestamp=now_iso(), deletionGracePeriodSeconds=30)
+        self.stop_pod(pod, None, None, disruption=("EvictionByEvictionAPI", "Eviction API: evicting"))
+        with self.lock:
+            pod.deleted = True
+
+    def shut_down_node(self, name: str) -> None:
+        """A spot or preemptible VM reclaimed on GKE (graceful node shutdown): the kubelet kills
+        the containers and sets the pod Failed, reason Terminated; the object stays until deleted."""
+        self.stop_pod(self.pods[name], *NODE_SHUTDOWN, disruption=("TerminationByKubelet", NODE_SHUTDOWN[1]))
+
+    def stop_pod(self, pod: SimPod, reason: str | None, message: str | None,
+                 disruption: tuple[str, str] | None = None) -> bool:
+        """The kubelet killing a pod: SIGTERM to the script, SIGKILL after ``kill_grace_seconds``;
+        running containers end terminated (a process killed by a signal exits 128 + signal; the
+        XCom sidecar's shell, PID 1, ignores SIGTERM: 137), the pod Failed with ``reason`` and
+        ``message`` (a deletion sets none). False if the pod had already finished or gone."""
+        with self.lock:
+            status = pod.body["status"]
+            if pod.deleted or pod.stopped.is_set() or status.get("phase") in ("Succeeded", "Failed"):
+                return False
+            pod.stopped.set()
+            if disruption:
+                status.setdefault("conditions", []).append({
+                    "type": "DisruptionTarget", "status": "True", "reason": disruption[0], "message": disruption[1],
+                    "lastTransitionTime": now_iso()})
+        code = self._kill_script(pod)
+        finished = now_iso()
+        with self.lock:
+            for container in status.get("containerStatuses", []):
+                if "running" in container["state"]:
+                    _terminate(container, code if container["name"] == "base" else 137,
+                               container["state"]["running"]["startedAt"], finished)
+            status["phase"] = "Failed"
+            status["conditions"] = [c for c in status.get("conditions", []) if c["type"] != "Ready"] + [
+                {"type": "Ready", "status": "False", "reason": "PodCompleted"}]
+            if reason:
+                status.update(reason=reason, message=message)
+        pod.terminal.set()
+        pod.base_done.set()
+        pod.sidecar_killed.set()
+        return True
+
+    def _kill_script(self, pod: SimPod) -> int:
+        """Stop the base container's script; its exit code (143 if no script was running: the
+        simulated rest of a long pod dies of SIGTERM)."""
+        process = pod.process
+        if process is None or process.poll() is not None:
+            return 143
+        process.terminate()
+        try:
+            process.wait(timeout=self.kill_grace_seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return 128 - process.returncode if process.returncode < 0 else process.returncode
 
     def _run_base(self, pod: SimPod, container: dict) -> int:
         command = (container.get("command") or []) + (container.get("args") or [])
@@ -218,6 +301,9 @@ class ApiDouble(LocalServer):
             script = command[2].replace("/airflow/xcom", xcom_dir)
             proc = subprocess.Popen([sys.executable, "-u", "-c", script], stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True)
+            pod.process = proc
+            if pod.stopped.is_set() or pod.deleted:  # killed while starting
+                self._kill_script(pod)
             for line in proc.stdout:
                 pod.logs.append((time.time(), line.rstrip("\n")))
             code = proc.wait()
@@ -438,6 +524,11 @@ class _Handler(BaseHTTPRequestHandler):
             return 404
         if sub == "log":
             return self._log(pod, query)
+        if sub == "exec" and pod.body["status"].get("phase") in ("Succeeded", "Failed"):
+            phase = pod.body["status"]["phase"]
+            self._send(400, _status(400, "BadRequest",
+                                    f"cannot exec into a container in a completed pod; current phase is {phase}"))
+            return 400
         if sub == "exec":
             return self._exec(pod, query) if websocket else self._send(400, _status(400, "BadRequest", "upgrade required")) or 400
         if method == "GET":
@@ -461,6 +552,7 @@ class _Handler(BaseHTTPRequestHandler):
                 pod.deleted = True
                 pod.sidecar_killed.set()
                 self._send(200, copy.deepcopy(pod.body))
+            double._kill_script(pod)  # the kubelet stops the containers of a deleted pod
             return 200
         return 405
 

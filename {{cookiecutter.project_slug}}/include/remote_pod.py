@@ -10,17 +10,31 @@ kubeconfig and no cloud CLI anywhere.
 KubernetesPodOperator with the kubeconfig connection that scripts/write_connection.py wrote.
 {%- endif %}
 
-One fix for cncf-kubernetes 10.25, found by this project's tests: when a deferrable task
+Every pod gets ``activeDeadlineSeconds`` from its task's ``execution_timeout``, so the cluster
+stops it even when Airflow cannot: the worker is gone, the deployment was deleted, or the
+task is deferred (Airflow 3.3 does not time out deferred tasks; only some triggers do
+themselves). Kubernetes counts the deadline from the pod's start on a node, so time spent
+waiting for a node is not counted and the pod never stops before the task would time out.
+
+Two fixes for cncf-kubernetes 10.25, found by this project's tests. When a deferrable task
 reattaches to a pod whose container has already finished (say the worker was replaced while
 a long GPU job ran), the provider skips deferring and calls ``trigger_reentry`` directly but
 drops its return value, so the pod's XCom is lost and the downstream task fails.
 ``KeepFinishedPodResult`` keeps that value. Drop it once the provider returns it (the
 template's test ``test_upstream_reattach_to_a_finished_pod_drops_the_xcom`` says when).
+When the pod is deleted after the trigger saw it finish but before the task resumed (evicted,
+its spot node reclaimed), the provider marks the task successful without reading the XCom;
+``NoXComNoSuccess`` fails that try instead, so the retry runs the pod again (the test
+``test_upstream_pod_gone_before_resume_succeeds_without_xcom`` says when to drop it).
 """
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
 from typing import Any
+
+from airflow.sdk.exceptions import AirflowException
 
 {% if not native -%}
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -62,6 +76,9 @@ CLUSTER_ARGS: dict[str, Any] = {
 }
 {%- endif %}
 
+# The pod deadline of a task without execution_timeout; None: such pods may run for ever.
+POD_DEADLINE_WITHOUT_TIMEOUT: timedelta | None = timedelta(hours=24)
+
 
 class KeepFinishedPodResult:
     """Keeps the XCom of a pod found already finished when a deferrable task reattaches."""
@@ -76,11 +93,30 @@ class KeepFinishedPodResult:
         return self._finished_result
 
 
-class RemotePodOperator(KeepFinishedPodResult, {{ cookiecutter._clouds[cookiecutter.cloud].native.operator if native else "KubernetesPodOperator" }}):
+class NoXComNoSuccess:
+    """Fails the try when the pod was deleted before its XCom could be read."""
+
+    def trigger_reentry(self, context, event: dict[str, Any]) -> Any:
+        result = super().trigger_reentry(context, event)
+        if self.do_xcom_push and self.pod is None and result is None:
+            raise AirflowException(f"pod {event['name']} was deleted before its XCom was read (evicted, node "
+                                   "reclaimed?); a retry runs a new pod")
+        return result
+
+
+class RemotePodOperator(KeepFinishedPodResult, NoXComNoSuccess, {{ cookiecutter._clouds[cookiecutter.cloud].native.operator if native else "KubernetesPodOperator" }}):
     """The pod operator for the remote cluster; pass ``**CLUSTER_ARGS``.
 
-    Its pods carry this project's labels (``POD_LABELS``) besides any the DAG gives.
+    Its pods carry this project's labels (``POD_LABELS``) besides any the DAG gives, and
+    ``activeDeadlineSeconds`` = ``execution_timeout`` unless the task or its pod template sets one.
     """
 
     def __init__(self, *, labels: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(labels={**(labels or {}), **POD_LABELS}, **kwargs)
+
+    def build_pod_request_obj(self, context=None, *, dry_run: bool = False):
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        limit = self.execution_timeout or POD_DEADLINE_WITHOUT_TIMEOUT
+        if pod.spec.active_deadline_seconds is None and limit:
+            pod.spec.active_deadline_seconds = max(1, math.ceil(limit.total_seconds()))
+        return pod
