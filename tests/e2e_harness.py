@@ -95,7 +95,7 @@ class Cluster:
     google_identity: str | None = None  # GKE: whose key ADC holds (default: the project's RUNNER_IDENTITY)
     trust_policy: dict | None = None  # EKS: the runner role's trust as applied (default: aws/trust-policy.json)
     aws_caller: str | None = None  # EKS: who holds the signing credentials (default: the Astro workload identity)
-    # The namespace's LimitRange and ResourceQuota as applied (default: k8s/limitrange.yaml and
+    # The namespace's LimitRange and ResourceQuota as applied (default: k8s/resource-defaults.yaml and
     # k8s/resourcequota.yaml as rendered; [] for none).
     namespace_limits: list[dict] | None = None
     double: ApiDouble = field(init=False)
@@ -154,7 +154,7 @@ class Cluster:
     def _namespace_limits(self) -> list[dict]:
         if self.namespace_limits is not None:
             return self.namespace_limits
-        names = ("limitrange", "resourcequota")
+        names = ("resource-defaults", "resourcequota")
         return [self.manifest(name) for name in names if (self.project / "k8s" / f"{name}.yaml").exists()]
 
     def __exit__(self, *exc):

@@ -1,7 +1,7 @@
 """The API double's ResourceQuota and LimitRange (tests/kube_api_double/quota.py) say no as the
 API server does: each rule refuses through the double's HTTPS interface, with the API server's
 code, reason and message, next to a positive control. The objects are the rendered
-k8s/resourcequota.yaml and k8s/limitrange.yaml; pods are created as KubernetesPodOperator sends
+k8s/resourcequota.yaml and k8s/resource-defaults.yaml; pods are created as KubernetesPodOperator sends
 them (a base container, the XCom sidecar with requests and no limit)."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def start(render):
     Pending (so that they count against the quota) unless pending_seconds says otherwise."""
     started = []
 
-    def _start(names=("limitrange", "resourcequota"), role: dict | None = None, pending_seconds: float = 600,
+    def _start(names=("resource-defaults", "resourcequota"), role: dict | None = None, pending_seconds: float = 600,
                limits: list[dict] | None = None):
         project = render(GENERIC)
         docs = limits_of(project, *names) if limits is None else limits
@@ -133,7 +133,7 @@ def test_requests_default_to_the_containers_own_limits(start):
 
 def test_limit_range_rules_the_double_does_not_enforce_are_refused_when_loading(render):
     project = render(GENERIC)
-    limit_range = manifest(project, "limitrange")
+    limit_range = manifest(project, "resource-defaults")
     limit_range["spec"]["limits"][0]["max"] = {"memory": "1Gi"}
     with pytest.raises(ValueError, match="not simulated"):
         ApiDouble("airflow-jobs", [], [], namespace_limits=[limit_range])
@@ -186,7 +186,7 @@ def test_a_gpu_loop_stops_at_the_gpu_quota(start):
 
 def test_the_gpu_project_allows_two_gpus_not_three(start, render):
     # The GPU project's rendered limits, with the generic project's ServiceAccount RBAC.
-    _, double, token = start(limits=limits_of(render(GPU), "limitrange", "resourcequota"))
+    _, double, token = start(limits=limits_of(render(GPU), "resource-defaults", "resourcequota"))
     assert quota_status(double, token)["hard"]["requests.nvidia.com/gpu"] == "2"
     gpu = container(requests={"cpu": "500m", "memory": "1Gi"}, limits={"memory": "2Gi", "nvidia.com/gpu": "1"})
     assert [create(double, token, pod(f"gpu-{i}", gpu))[0] for i in range(2)] == [201, 201]
@@ -211,7 +211,7 @@ def test_every_exceeded_resource_is_named_and_no_other(start):
 
 
 def test_without_a_quota_nothing_is_counted(start):
-    _, double, token = start(names=("limitrange",))
+    _, double, token = start(names=("resource-defaults",))
     assert [create(double, token, pod(f"p-{i}", *EXAMPLE))[0] for i in range(21)] == [201] * 21
     code, body = call(double, "GET", "/api/v1/namespaces/airflow-jobs/resourcequotas/airflow-kpo-runner", token)
     assert (code, body["reason"]) == (404, "NotFound")

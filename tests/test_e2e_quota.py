@@ -56,7 +56,7 @@ def test_a_quota_too_small_for_the_example_pod_fails_the_preflight_as_the_api_se
     quota = manifest(project, "resourcequota")
     quota["spec"]["hard"]["requests.cpu"] = "100m"  # the pod asks for 101m: 100m base, 1m sidecar
     fast = variant(project.path, tmp_path, retries=0)
-    with Cluster(fast, airflow_home, tmp_path, namespace_limits=[manifest(project, "limitrange"), quota]) as cluster:
+    with Cluster(fast, airflow_home, tmp_path, namespace_limits=[manifest(project, "resource-defaults"), quota]) as cluster:
         preflight = cluster.run("check_remote_cluster")
         assert preflight.state == "failed", preflight.log[-4000:]
         assert ("remote_kpo's pod does not fit in ResourceQuota airflow-kpo-runner (pods 0/20, requests.cpu 0/100m, "

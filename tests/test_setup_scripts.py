@@ -130,7 +130,7 @@ def printed(stdout: str, prefix: str) -> list[str]:
 
 # What a first run changes on each cloud, in order.
 # The namespace, its LimitRange and ResourceQuota, (generic: the ServiceAccount,) Role, RoleBinding.
-APPLY = ["kubectl apply k8s/namespace.yaml", "kubectl apply k8s/limitrange.yaml", "kubectl apply k8s/resourcequota.yaml",
+APPLY = ["kubectl apply k8s/namespace.yaml", "kubectl apply k8s/resource-defaults.yaml", "kubectl apply k8s/resourcequota.yaml",
          "kubectl apply k8s/role.yaml", "kubectl apply k8s/rolebinding.yaml"]
 FIRST_RUN_CHANGES = {
     "aws": ["aws iam create-role", "aws eks create-access-entry", *APPLY],

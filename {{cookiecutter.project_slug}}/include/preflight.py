@@ -33,7 +33,7 @@ FIX_IDENTITY = {
 FIX_RBAC = "run scripts/setup_remote.sh, or kubectl apply -f k8s/ as a cluster admin"
 FIX_QUOTA = ("raise it in k8s/resourcequota.yaml and NAMESPACE_QUOTA (include/remote_cluster.py) and apply it "
              "(scripts/setup_remote.sh), or wait for running pods to finish")
-FIX_LIMIT_RANGE = "apply k8s/limitrange.yaml: scripts/setup_remote.sh, or kubectl apply -f k8s/ as a cluster admin"
+FIX_LIMIT_RANGE = "apply k8s/resource-defaults.yaml: scripts/setup_remote.sh, or kubectl apply -f k8s/ as a cluster admin"
 
 
 class PreflightError(Exception):
@@ -306,7 +306,7 @@ def describe_quota(hard: dict | None, used: dict, limit_range_found: bool, defau
              if resource in c["limits"] and quantity(value) > quantity(c["limits"][resource])]
     if above:
         raise PreflightError(f"the API server refuses remote_kpo's pod: {'; '.join(above)}: give the container its "
-                             f"own limit, or raise the default in k8s/limitrange.yaml and apply it")
+                             f"own limit, or raise the default in k8s/resource-defaults.yaml and apply it")
     need = quota_usage(containers)
     report = ", ".join(f"{key} {used.get(key, '0')}/{hard[key]}" for key in ordered(hard))
     needed = [key for key in ordered(hard) if need.get(key)]
@@ -337,7 +337,7 @@ def read_named(read, resource: str, name: str):
 
 def check_quota(api_client, extra: dict | None = None) -> str:
     """The namespace's ResourceQuota (k8s/resourcequota.yaml): its use, and whether remote_kpo's
-    pod, with the LimitRange's defaults (k8s/limitrange.yaml), fits in what is left. ``extra``:
+    pod, with the LimitRange's defaults (k8s/resource-defaults.yaml), fits in what is left. ``extra``:
     the connection's, which may set the XCom sidecar's resources."""
     from kubernetes.client import CoreV1Api
 

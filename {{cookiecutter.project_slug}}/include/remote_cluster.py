@@ -45,7 +45,7 @@ if XCOM_ENABLED:
     REQUIRED_PERMISSIONS += [("create", "pods", "exec"), ("get", "pods", "exec")]
 {%- set limits = cookiecutter._namespace_limits %}
 
-# The namespace's limits: k8s/resourcequota.yaml and k8s/limitrange.yaml hold these values too
+# The namespace's limits: k8s/resourcequota.yaml and k8s/resource-defaults.yaml hold these values too
 # (the project's tests compare them: change both). Size the quota to the pods you run at once,
 # the sum of their CPU and memory requests and memory limits; the preflight reports its use.
 QUOTA_NAME = {{ cookiecutter.__runner_name | tojson }}

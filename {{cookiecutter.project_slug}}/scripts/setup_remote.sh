@@ -268,7 +268,7 @@ verify_permissions() {
 preflight                  # nothing has changed before this passes
 cloud_identity             # the cloud side: identity, its mapping, admin credentials
 # The LimitRange before the quota: once the quota counts requests, containers need its defaults.
-apply_manifests k8s/namespace.yaml k8s/limitrange.yaml k8s/resourcequota.yaml k8s/serviceaccount.yaml \
+apply_manifests k8s/namespace.yaml k8s/resource-defaults.yaml k8s/resourcequota.yaml k8s/serviceaccount.yaml \
     k8s/role.yaml k8s/rolebinding.yaml \
     ${DEVELOPER_MANIFEST:+"$DEVELOPER_MANIFEST"}
 verify_permissions

@@ -194,7 +194,7 @@ def manifest(name: str) -> dict:
 
 
 def test_namespace_limits_equal_the_constants():
-    quota, limit_range = manifest("resourcequota"), manifest("limitrange")
+    quota, limit_range = manifest("resourcequota"), manifest("resource-defaults")
     assert (quota["metadata"]["name"], limit_range["metadata"]["name"]) == (rc.QUOTA_NAME, rc.LIMIT_RANGE_NAME)
     assert quota["spec"]["hard"] == rc.NAMESPACE_QUOTA, "k8s/resourcequota.yaml and NAMESPACE_QUOTA differ: change both"
     assert limit_range["spec"]["limits"] == [{"type": "Container", "defaultRequest": rc.CONTAINER_DEFAULT_REQUESTS,
@@ -237,7 +237,7 @@ def test_without_the_limit_range():
         with pytest.raises(preflight.PreflightError, match=(
                 f"ResourceQuota {rc.QUOTA_NAME} refuses remote_kpo's pod: must specify limits.memory for: "
                 f"airflow-xcom-sidecar \\(the defaults come from LimitRange {rc.LIMIT_RANGE_NAME}: it is missing\\): "
-                "apply k8s/limitrange.yaml")):
+                "apply k8s/resource-defaults.yaml")):
             preflight.describe_quota(rc.NAMESPACE_QUOTA, {}, False, {}, {})
     else:  # the example sets all it needs; other pods without requests would be refused
         finding = preflight.describe_quota(rc.NAMESPACE_QUOTA, {}, False, {}, {})

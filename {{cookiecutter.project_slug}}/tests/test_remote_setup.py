@@ -35,6 +35,11 @@ def pod_tasks():
     return [t for d in bag.dags.values() for t in d.tasks if isinstance(t, KubernetesPodOperator)]
 
 
+def test_kubectl_apply_of_the_folder_creates_the_namespace_first():
+    """`kubectl apply -f k8s/` goes in file name order; a namespaced object before its namespace fails."""
+    assert sorted(p.name for p in (PROJECT / "k8s").glob("*.yaml"))[0] == "namespace.yaml"
+
+
 def test_every_manifest_targets_the_project_namespace():
     for name, doc in manifests().items():
         namespace = doc["metadata"]["name"] if doc["kind"] == "Namespace" else doc["metadata"]["namespace"]
@@ -59,7 +64,7 @@ def test_role_grants_exactly_the_required_permissions():
     assert all(rule["apiGroups"] == [""] for rule in rules)
     assert granted == set(rc.REQUIRED_PERMISSIONS)
     assert named == set(rc.NAMED_PERMISSIONS)
-    assert {manifests()["resourcequota"]["metadata"]["name"], manifests()["limitrange"]["metadata"]["name"]} == {
+    assert {manifests()["resourcequota"]["metadata"]["name"], manifests()["resource-defaults"]["metadata"]["name"]} == {
         name for _, _, name in rc.NAMED_PERMISSIONS}
 
 
@@ -112,7 +117,7 @@ def test_pod_tasks_use_the_remote_cluster(pod_tasks):
 
 def test_the_dags_pods_fit_in_the_quota(pod_tasks):
     """Each pod the DAGs start, and remote_kpo's with USE_GPU = True, fits in the empty quota
-    with the LimitRange's defaults (k8s/resourcequota.yaml, k8s/limitrange.yaml)."""
+    with the LimitRange's defaults (k8s/resourcequota.yaml, k8s/resource-defaults.yaml)."""
     from include import preflight
 
     def fits(resources, xcom: bool) -> None:
