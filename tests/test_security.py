@@ -18,7 +18,7 @@ import dev  # noqa: E402  (the same installer the README's command uses)
 
 # What KubernetesPodOperator (cncf-kubernetes 10.25) calls, per ../shared/FACTS.md.
 ALWAYS = {("pods", "create"), ("pods", "get"), ("pods", "list"), ("pods", "patch"), ("pods", "delete"),
-          ("pods/log", "get"), ("events", "list")}
+          ("pods/log", "get"), ("events", "list"), ("events", "watch")}  # watch: k8s/role.yaml says why
 WITH_XCOM = {("pods/exec", "get"), ("pods/exec", "create")}
 
 

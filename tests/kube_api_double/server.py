@@ -35,6 +35,8 @@ from .tls import make_ca_and_server_cert
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 XCOM_SIDECAR = "airflow-xcom-sidecar"
 EMPTY_XCOM = "__airflow_xcom_result_empty__"
+# A watch without timeoutSeconds: the API server closes it after 30-60 min (--min-request-timeout).
+WATCH_DEFAULT_TIMEOUT = 1800
 # What the kubelet and the API server write when they stop a pod (Kubernetes 1.31+ strings).
 DEADLINE_EXCEEDED = ("DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
 NODE_SHUTDOWN = ("Terminated", "Pod was terminated in response to imminent node shutdown.")
@@ -317,7 +319,8 @@ class ApiDouble(LocalServer):
             return []
         reasons = [("Scheduled", f"Successfully assigned {self.namespace}/{name} to node-1"),
                    ("Pulled", "Container image already present on machine"), ("Started", "Started container base")]
-        return [{"metadata": {"name": f"{name}.{i}", "namespace": self.namespace}, "reason": reason,
+        return [{"metadata": {"name": f"{name}.{i}", "namespace": self.namespace,
+                              "resourceVersion": str(int(pod.created * 1000) * 10 + i)}, "reason": reason,
                  "message": message, "type": "Normal", "involvedObject": {"kind": "Pod", "name": name},
                  "firstTimestamp": now_iso(pod.created), "lastTimestamp": now_iso(pod.created)}
                 for i, (reason, message) in enumerate(reasons)]
@@ -485,12 +488,17 @@ class _Handler(BaseHTTPRequestHandler):
         websocket = self.headers.get("Upgrade", "").lower() == "websocket"
         verbs = {"GET": ["list"] if name is None else ["get"], "POST": ["create"], "PATCH": ["patch"],
                  "DELETE": ["delete"]}[method]
+        watching = method == "GET" and name is None and str(query.get("watch", "")).lower() in ("true", "1")
+        if watching:
+            verbs = ["watch"]  # the API server authorizes a collection GET with watch=true as verb watch
         if websocket:
             verbs = ["get", "create"]  # Kubernetes >= 1.30 authorizes exec upgrades as both
         entry.update(verb=",".join(verbs), resource=f"{resource}/{sub}" if sub else resource, name=name)
         denied = self._authorize(identity, verbs, resource, sub, name, namespace)
         if denied:
             return denied
+        if watching:
+            return self._watch(resource, query, entry)
         if resource == "events":
             wanted = (query.get("fieldSelector") or "").removeprefix("involvedObject.name=")
             self._send(200, {"kind": "EventList", "apiVersion": "v1", "metadata": {},
@@ -555,6 +563,55 @@ class _Handler(BaseHTTPRequestHandler):
             double._kill_script(pod)  # the kubelet stops the containers of a deleted pod
             return 200
         return 405
+
+    # -- watch (events) ------------------------------------------------------------------------
+    def _watch(self, resource: str, query: dict, entry: dict) -> int:
+        """A watch as the API server streams it: 200, chunked, one JSON object per line
+        (``{"type": "ADDED", "object": {...}}``), the existing matching events first (only those
+        newer than ``resourceVersion`` if given), new ones as they appear, held open until
+        ``timeoutSeconds`` or until the client closes (the seconds it was open: ``held`` in the
+        request record). Events only ever get ADDED here (no MODIFIED count updates). Pods are not
+        watched by the operator, so a pod watch is refused, saying it is not simulated."""
+        if resource != "events":
+            self._send(501, _status(501, "NotImplemented", "the API double does not simulate watching pods"))
+            return 501
+        wanted = (query.get("fieldSelector") or "").removeprefix("involvedObject.name=")
+        since = int(query["resourceVersion"]) if str(query.get("resourceVersion", "0")) not in ("", "0") else -1
+        deadline = time.time() + float(query.get("timeoutSeconds") or WATCH_DEFAULT_TIMEOUT)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        sent: set[str] = set()
+        opened = time.time()
+        self.close_connection = True
+        try:
+            while True:
+                for event in self.double.events_for(wanted):
+                    meta = event["metadata"]
+                    if meta["name"] not in sent and int(meta["resourceVersion"]) > since:
+                        sent.add(meta["name"])
+                        line = {"type": "ADDED", "object": {"kind": "Event", "apiVersion": "v1", **event}}
+                        self._chunk((json.dumps(line) + "\n").encode())
+                if time.time() >= deadline or self._client_closed(min(0.1, max(0.0, deadline - time.time()))):
+                    break
+            self._chunk(b"")
+        except OSError:  # the client went away mid-write
+            pass
+        entry["held"] = time.time() - opened
+        return 200
+
+    def _client_closed(self, wait: float) -> bool:
+        """True once the client has closed the connection (EOF or reset), waiting up to ``wait`` s."""
+        self.connection.settimeout(max(wait, 0.001))
+        try:
+            return self.connection.recv(1) == b""
+        except TimeoutError:
+            return False
+        except OSError:  # reset, or TLS ended without close_notify
+            return True
+        finally:
+            self.connection.settimeout(None)
 
     def _log(self, pod: SimPod, query: dict) -> int:
         follow = str(query.get("follow", "")).lower() == "true"

@@ -61,7 +61,23 @@ def check_connection(extra: dict) -> str:
         raise PreflightError(f"connection {rc.KUBERNETES_CONN_ID} has no cluster CA: {FIX_CONNECTION}")
     if extra.get("namespace", rc.REMOTE_NAMESPACE) != rc.REMOTE_NAMESPACE:
         raise PreflightError(f"connection namespace {extra['namespace']!r} is not {rc.REMOTE_NAMESPACE!r}: {FIX_CONNECTION}")
-    return f"endpoint {cluster['server']}, CA present"
+    finding = f"endpoint {cluster['server']}, CA present"
+    if rc.XCOM_ENABLED and (stale := stale_sidecar(extra)):
+        return Attention(f"{finding}, but the XCom sidecar's {' and '.join(stale)} in the connection differ from "
+                         f"include/remote_cluster.py (the connection's win): {FIX_CONNECTION}")
+    return finding
+
+
+def stale_sidecar(extra: dict) -> list[str]:
+    """The connection's XCom sidecar settings that differ from XCOM_SIDECAR_IMAGE / _RESOURCES."""
+    stale = [] if extra.get("xcom_sidecar_container_image") == rc.XCOM_SIDECAR_IMAGE else ["image"]
+    try:
+        resources = json.loads(extra.get("xcom_sidecar_container_resources") or "null")
+    except (TypeError, ValueError):  # not a JSON string: the operator would fail on it too
+        resources = None
+    if resources != rc.XCOM_SIDECAR_RESOURCES:
+        stale.append("resources")
+    return stale
 
 
 def check_credentials(extra: dict) -> str:

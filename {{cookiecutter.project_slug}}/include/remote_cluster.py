@@ -3,6 +3,10 @@ connection script and the tests share. Plain constants, no I/O, importable witho
 """
 
 from __future__ import annotations
+{%- if cookiecutter.pod_operator != "native" %}
+
+import json  # the kubernetes connection's extra
+{%- endif %}
 
 CLOUD = {{ cookiecutter.cloud | tojson }}
 CLUSTER_NAME = {{ cookiecutter.cluster_name | tojson }}
@@ -21,6 +25,17 @@ REMOTE_NAMESPACE = {{ cookiecutter.namespace | tojson }}
 REMOTE_POOL = "remote_kpo"
 REMOTE_POOL_SLOTS = 4
 XCOM_ENABLED = {{ "True" if cookiecutter.xcom else "False" }}
+# The XCom sidecar of tasks with do_xcom_push=True: a shell that waits while the operator reads
+# /airflow/xcom/return.json through it. The default is the provider's own image, from Docker
+# Hub. If the cluster cannot pull it (no egress, private registry only, an admission policy
+# on images), mirror it and name your copy, pinned by digest so it cannot change under you:
+# "<registry>/library/alpine:3.24.2@sha256:<digest>". Then rerun scripts/write_connection.py
+# and load connection.env again: the connection carries both values.
+XCOM_SIDECAR_IMAGE = "alpine:3.24.2"
+# The provider's requests plus a memory limit: a quota on limits.memory charges 32Mi for this
+# shell instead of a namespace's default limit.
+XCOM_SIDECAR_RESOURCES: dict[str, dict[str, str]] = {"requests": {"cpu": "1m", "memory": "10Mi"},
+                                                     "limits": {"memory": "32Mi"}}
 # Every pod this project starts carries these labels (include/remote_pod.py adds them), next to
 # the dag_id, task_id, run_id and try_number labels of the pod operator itself; the janitor DAG
 # (dags/remote_pod_janitor.py) finds this project's pods by them.
@@ -40,6 +55,7 @@ REQUIRED_PERMISSIONS: list[tuple[str, str, str]] = [
     ("patch", "pods", ""),
     ("get", "pods", "log"),
     ("list", "events", ""),
+    ("watch", "events", ""),  # k8s/role.yaml says why
 ]
 if XCOM_ENABLED:
     REQUIRED_PERMISSIONS += [("create", "pods", "exec"), ("get", "pods", "exec")]
@@ -249,7 +265,10 @@ def connection_extra(**kube_config_args: str) -> dict:
 {%- if c.pod_operator == "native" %}
     return {{ c.cloud }}_connection_extra()
 {%- else %}
-    return {"kube_config": kube_config(**kube_config_args), "namespace": REMOTE_NAMESPACE}
+    return {"kube_config": kube_config(**kube_config_args), "namespace": REMOTE_NAMESPACE,
+            # Read by the pod operator when it adds the XCom sidecar (resources as a JSON string).
+            "xcom_sidecar_container_image": XCOM_SIDECAR_IMAGE,
+            "xcom_sidecar_container_resources": json.dumps(XCOM_SIDECAR_RESOURCES)}
 {%- endif %}
 
 

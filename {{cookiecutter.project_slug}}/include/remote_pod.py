@@ -49,8 +49,11 @@ CLUSTER_ARGS: dict[str, Any] = {
 }
 {%- elif cookiecutter.cloud == "aws" -%}
 from airflow.providers.amazon.aws.operators.eks import EksPodOperator
+from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
+from kubernetes.client import models as k8s
 
-from include.remote_cluster import AWS_REGION, CLUSTER_NAME, CONNECTION_ID, POD_LABELS, REMOTE_NAMESPACE
+from include.remote_cluster import (AWS_REGION, CLUSTER_NAME, CONNECTION_ID, POD_LABELS, REMOTE_NAMESPACE,
+                                    XCOM_SIDECAR_IMAGE, XCOM_SIDECAR_RESOURCES)
 
 # Everything the operator needs to reach the cluster; the DAGs add what the pod does.
 CLUSTER_ARGS: dict[str, Any] = {
@@ -61,9 +64,12 @@ CLUSTER_ARGS: dict[str, Any] = {
     "namespace": REMOTE_NAMESPACE,
 }
 {%- else -%}
+from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
 from airflow.providers.google.cloud.operators.kubernetes_engine import GKEStartPodOperator
+from kubernetes.client import models as k8s
 
-from include.remote_cluster import CLUSTER_NAME, CONNECTION_ID, GCP_LOCATION, GCP_PROJECT_ID, POD_LABELS, REMOTE_NAMESPACE
+from include.remote_cluster import (CLUSTER_NAME, CONNECTION_ID, GCP_LOCATION, GCP_PROJECT_ID, POD_LABELS, REMOTE_NAMESPACE,
+                                    XCOM_SIDECAR_IMAGE, XCOM_SIDECAR_RESOURCES)
 
 # Everything the operator needs to reach the cluster; the DAGs add what the pod does.
 CLUSTER_ARGS: dict[str, Any] = {
@@ -102,9 +108,27 @@ class NoXComNoSuccess:
             raise AirflowException(f"pod {event['name']} was deleted before its XCom was read (evicted, node "
                                    "reclaimed?); a retry runs a new pod")
         return result
+{%- if native %}
 
 
-class RemotePodOperator(KeepFinishedPodResult, NoXComNoSuccess, {{ cookiecutter._clouds[cookiecutter.cloud].native.operator if native else "KubernetesPodOperator" }}):
+class ProjectXComSidecar:
+    """The XCom sidecar with XCOM_SIDECAR_IMAGE and XCOM_SIDECAR_RESOURCES (include/remote_cluster.py).
+
+    KubernetesPodOperator reads them from its kubernetes connection; the native operator has
+    none, so without this its sidecar would be the provider's default from Docker Hub.
+    """
+
+    def build_pod_request_obj(self, context=None, *, dry_run: bool = False):
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        for container in pod.spec.containers:
+            if container.name == PodDefaults.SIDECAR_CONTAINER_NAME:
+                container.image = XCOM_SIDECAR_IMAGE
+                container.resources = k8s.V1ResourceRequirements(**XCOM_SIDECAR_RESOURCES)
+        return pod
+{%- endif %}
+
+
+class RemotePodOperator(KeepFinishedPodResult, NoXComNoSuccess, {% if native %}ProjectXComSidecar, {% endif %}{{ cookiecutter._clouds[cookiecutter.cloud].native.operator if native else "KubernetesPodOperator" }}):
     """The pod operator for the remote cluster; pass ``**CLUSTER_ARGS``.
 
     Its pods carry this project's labels (``POD_LABELS``) besides any the DAG gives, and
