@@ -253,14 +253,17 @@ def shown(key: str, value: Decimal) -> str:
 
 def example_pod_containers(extra: dict | None = None) -> list[dict]:
     """remote_kpo's containers with their own requests and limits: the base container and, with
-    XCom, the sidecar as the operator makes it: the connection's xcom_sidecar_container_resources
-    (a JSON string) if set, else the provider's (cncf-kubernetes 10.25: 1m CPU, 10Mi, no limit)."""
+    XCom, the sidecar as the operator makes it: with the native operator XCOM_SIDECAR_RESOURCES
+    (include/remote_pod.py sets them), else the connection's xcom_sidecar_container_resources (a
+    JSON string) if set, else the provider's (cncf-kubernetes 10.25: 1m CPU, 10Mi, no limit)."""
     containers = [{"name": "base", "requests": dict(rc.EXAMPLE_POD_REQUESTS), "limits": dict(rc.EXAMPLE_POD_LIMITS)}]
     if rc.XCOM_ENABLED:
         from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
 
         configured = (extra or {}).get("xcom_sidecar_container_resources")
-        if configured:
+        if rc.POD_OPERATOR == "native":
+            resources = rc.XCOM_SIDECAR_RESOURCES
+        elif configured:
             resources = json.loads(configured) if isinstance(configured, str) else configured
         else:
             default = PodDefaults.SIDECAR_CONTAINER.resources

@@ -184,8 +184,10 @@ def test_all_permissions_allowed(monkeypatch):
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULTS = (rc.CONTAINER_DEFAULT_REQUESTS, rc.CONTAINER_DEFAULT_LIMITS)
 # remote_kpo's pod as the quota counts it: the base container and, with XCom, the sidecar (1m CPU,
-# 10Mi, and the LimitRange's default memory limit).
-NEEDS = ("pods 1, requests.cpu 101m, requests.memory 138Mi, limits.memory 512Mi" if rc.XCOM_ENABLED
+# 10Mi, and a memory limit: with the native operator XCOM_SIDECAR_RESOURCES', else, with no
+# resources in the connection, the LimitRange's default).
+SIDECAR_LIMIT_MI = int(rc.XCOM_SIDECAR_RESOURCES["limits"]["memory"].removesuffix("Mi")) if rc.POD_OPERATOR == "native" else 256
+NEEDS = (f"pods 1, requests.cpu 101m, requests.memory 138Mi, limits.memory {256 + SIDECAR_LIMIT_MI}Mi" if rc.XCOM_ENABLED
          else "pods 1, requests.cpu 100m, requests.memory 128Mi, limits.memory 256Mi")
 
 
@@ -233,13 +235,13 @@ def test_a_missing_quota_passes_with_a_warning():
 
 
 def test_without_the_limit_range():
-    if rc.XCOM_ENABLED:  # the sidecar sets no memory limit: the quota refuses the pod
+    if rc.XCOM_ENABLED and rc.POD_OPERATOR != "native":  # a sidecar without a memory limit: the quota refuses the pod
         with pytest.raises(preflight.PreflightError, match=(
                 f"ResourceQuota {rc.QUOTA_NAME} refuses remote_kpo's pod: must specify limits.memory for: "
                 f"airflow-xcom-sidecar \\(the defaults come from LimitRange {rc.LIMIT_RANGE_NAME}: it is missing\\): "
                 "apply k8s/resource-defaults.yaml")):
             preflight.describe_quota(rc.NAMESPACE_QUOTA, {}, False, {}, {})
-    else:  # the example sets all it needs; other pods without requests would be refused
+    else:  # the example's containers set all they need; other pods without requests would be refused
         finding = preflight.describe_quota(rc.NAMESPACE_QUOTA, {}, False, {}, {})
         assert isinstance(finding, preflight.Attention)
         assert f"LimitRange {rc.LIMIT_RANGE_NAME} is missing: the quota refuses containers" in finding
@@ -305,7 +307,8 @@ def test_check_quota_without_the_objects_warns(monkeypatch):
     assert isinstance(finding, preflight.Attention) and f"no ResourceQuota {rc.QUOTA_NAME}" in finding
 
 
-@pytest.mark.skipif(not rc.XCOM_ENABLED, reason="only the XCom path has a sidecar")
+@pytest.mark.skipif(not rc.XCOM_ENABLED or rc.POD_OPERATOR == "native",
+                    reason="only the XCom path has a sidecar; the native operator's are XCOM_SIDECAR_RESOURCES")
 def test_the_sidecar_resources_of_the_connection_count(monkeypatch):
     """The operator gives the sidecar the connection's xcom_sidecar_container_resources if set."""
     with_core(monkeypatch, FakeCore((rc.NAMESPACE_QUOTA, {})))
