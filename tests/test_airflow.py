@@ -57,7 +57,7 @@ def test_dagbag_loads_with_expected_operators(project, tmp_path):
         "deferrable": True, "xcom": answers["xcom"], "pool": "remote_kpo", "get_logs": True,
         "startup": 900, "on_finish": "delete_pod",
     }
-    if gpu:  # the GPU pod: same cluster, waits for its node, no XCom, never retried
+    if gpu:  # the GPU pod: same cluster, waits for its node, no XCom, retried once on the same node group
         gpu_pod = found["pods"]["remote_kpo_gpu.gpu_pod"]
         assert gpu_pod["namespace"] == answers["namespace"] and gpu_pod["deferrable"] is True
         assert gpu_pod["startup"] >= 1200 and gpu_pod["xcom"] is False

@@ -68,10 +68,27 @@ def test_can_i_answers_from_the_applied_rbac(cli):
     assert cli.apply().returncode == 0
     allowed = cli(*can_i[:3], "create", "pods", *can_i[3:], "--as-group", "runners")
     assert allowed.returncode == 0 and allowed.stdout.strip() == "yes"  # positive control
-    for verb, resource, group, namespace in [("delete", "pods", "runners", "jobs"), ("create", "pods/exec", "runners", "jobs"),
-                                             ("create", "pods", "strangers", "jobs"), ("create", "pods", "runners", "other")]:
+    for verb, resource, group, namespace in [("delete", "pods", "runners", "jobs"), ("create", "pods", "strangers", "jobs"),
+                                             ("create", "pods", "runners", "other")]:
         denied = cli("kubectl", "auth", "can-i", verb, resource, "--namespace", namespace, "--as", "u", "--as-group", group)
         assert denied.returncode == 1 and denied.stdout.strip() == "no", (verb, resource, group, namespace)
+    exec_into = cli(*can_i[:3], "create", "pods", "--subresource", "exec", *can_i[3:], "--as-group", "runners")
+    assert exec_into.stdout.strip() == "no", "a subresource the Role does not name"
+
+
+def test_can_i_reads_type_slash_name_as_kubectl_does(cli):
+    """kubectl auth can-i reads "pods/log" as the pod named log: only --subresource asks for pods/log."""
+    logs = {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}
+    cli.manifest.write_text(yaml.safe_dump_all([{**ROLE, "rules": [logs]}, BINDING]))
+    assert cli.apply().returncode == 0
+
+    def can_i(*what: str) -> str:
+        return cli("kubectl", "auth", "can-i", "get", *what, "--namespace", "jobs", "--as", "u",
+                   "--as-group", "runners").stdout.strip()
+
+    assert can_i("pods", "--subresource", "log") == "yes"  # positive control
+    assert can_i("pods/log") == "no", "get on the pod named log, which a pods/log rule does not grant"
+    assert can_i("pods") == "no"
 
 
 def test_can_i_on_a_rule_with_resource_names_allows_only_those_names(cli):

@@ -388,7 +388,8 @@ def object_key(doc: dict) -> str:
     return f"{doc['kind']}/{meta.get('namespace', '')}/{meta['name']}"
 
 
-def can_i(objects: dict, verb: str, resource: str, namespace: str, user: str, groups: list[str]) -> bool:
+def can_i(objects: dict, verb: str, resource: str, namespace: str, user: str, groups: list[str],
+          subresource: str = "") -> bool:
     def subject_matches(s: dict) -> bool:
         if s["kind"] == "User":
             return s["name"] == user
@@ -396,16 +397,15 @@ def can_i(objects: dict, verb: str, resource: str, namespace: str, user: str, gr
             return s["name"] in groups
         return user == f"system:serviceaccount:{s.get('namespace', namespace)}:{s['name']}"
 
+    # As kubectl auth can-i: TYPE or TYPE/NAME ("pods/log" is the pod named log), and the
+    # subresource only from --subresource; RBAC matches "pods/log" in a rule's resources.
+    kind, _, name = resource.partition("/")
+    wanted = f"{kind}/{subresource}" if subresource else kind
+
     def rule_allows(rule: dict) -> bool:
-        # A rule with resourceNames allows only TYPE/NAME naming one of them (kubectl auth can-i
-        # reads "resourcequotas/x" as the object x). Without resourceNames, "pods/log" is read as
-        # the subresource, as setup_remote.sh's table means it (kubectl itself reads a pod named "log").
-        if verb not in rule["verbs"]:
+        if verb not in rule["verbs"] or wanted not in rule["resources"]:
             return False
-        if not rule.get("resourceNames"):
-            return resource in rule["resources"]
-        kind, _, name = resource.partition("/")
-        return kind in rule["resources"] and name in rule["resourceNames"]
+        return not rule.get("resourceNames") or name in rule["resourceNames"]
 
     for binding in (o for o in objects.values() if o["kind"] == "RoleBinding" and o["metadata"]["namespace"] == namespace):
         role = objects.get(f"Role/{namespace}/{binding['roleRef']['name']}")
@@ -438,7 +438,8 @@ def kubectl(state: dict, args: list[str]) -> str:
         return "\n".join(f"{d['kind'].lower()}/{d['metadata']['name']} configured" for d in docs)
     if words[:2] == ["auth", "can-i"]:
         groups = [args[i + 1] for i, a in enumerate(args) if a == "--as-group"]
-        allowed = can_i(objects, words[2], words[3], opt(args, "--namespace"), opt(args, "--as"), groups)
+        allowed = can_i(objects, words[2], words[3], opt(args, "--namespace"), opt(args, "--as"), groups,
+                        opt(args, "--subresource", ""))
         if not allowed:
             raise Failed("", 1, out="no")
         return "yes"

@@ -124,12 +124,19 @@ setting() {
     python3 -c 'import sys; sys.path.insert(0, "."); from include import remote_cluster as rc; print(getattr(rc, sys.argv[1], ""))' "$1"
 }
 
-# "verb resource[/subresource]" per line, then "verb resource/name" for the rules limited to
-# one object by name (kubectl auth can-i reads TYPE/NAME): exactly what k8s/role.yaml grants.
+# "verb resource subresource" per line ("-": none), then "verb resource/name -" for the rules
+# limited to one object by name: exactly what k8s/role.yaml grants. kubectl auth can-i reads
+# "pods/log" as a pod named log, so a subresource goes in --subresource.
 permissions() {
     python3 -c 'import sys; sys.path.insert(0, "."); from include import remote_cluster as rc
-for verb, resource, sub in rc.REQUIRED_PERMISSIONS: print(verb, resource + ("/" + sub if sub else ""))
-for verb, resource, name in rc.NAMED_PERMISSIONS: print(verb, resource + "/" + name)'
+for verb, resource, sub in rc.REQUIRED_PERMISSIONS: print(verb, resource, sub or "-")
+for verb, resource, name in rc.NAMED_PERMISSIONS: print(verb, resource + "/" + name, "-")'
+}
+
+# The can-i arguments of one permissions() line.
+can_i_args() {
+    CAN_I=(auth can-i "$1" "$2")
+    [ "$3" = - ] || CAN_I+=(--subresource "$3")
 }
 
 # Equal JSON documents, whatever their key order and spacing.
@@ -230,14 +237,15 @@ apply_manifests() {
 # Ask the API server, as the Airflow identity (and with --local-developer as you), for every
 # permission the DAGs need.
 verify_permissions() {
-    local verb resource answer failed=0 row
+    local verb resource sub answer failed=0 row
     if "$DRY_RUN"; then
         cloud_verify_developer
-        while read -r verb resource; do
-            printf 'would run:%s\n' "$(shown "${KUBECTL[@]}" auth can-i "$verb" "$resource" \
+        while read -r verb resource sub; do
+            can_i_args "$verb" "$resource" "$sub"
+            printf 'would run:%s\n' "$(shown "${KUBECTL[@]}" "${CAN_I[@]}" \
                 --namespace "$NAMESPACE" "${IMPERSONATE[@]}")"
-            [ "${#DEVELOPER_AS[@]}" -eq 0 ] || printf 'would run:%s\n' "$(shown "${KUBECTL[@]}" auth can-i \
-                "$verb" "$resource" --namespace "$NAMESPACE" "${DEVELOPER_AS[@]}")"
+            [ "${#DEVELOPER_AS[@]}" -eq 0 ] || printf 'would run:%s\n' "$(shown "${KUBECTL[@]}" "${CAN_I[@]}" \
+                --namespace "$NAMESPACE" "${DEVELOPER_AS[@]}")"
         done < <(permissions)
         return 0
     fi
@@ -249,13 +257,14 @@ verify_permissions() {
         printf '%-8s %-14s %-8s %s   (airflow: %s; developer: %s)\n' verb resource airflow developer \
             "${IMPERSONATE[*]}" "${DEVELOPER_AS[*]}"
     fi
-    while read -r verb resource; do
-        row="$(printf '%-8s %-14s' "$verb" "$resource")"
-        answer="$("${KUBECTL[@]}" auth can-i "$verb" "$resource" \
+    while read -r verb resource sub; do
+        can_i_args "$verb" "$resource" "$sub"
+        row="$(printf '%-8s %-14s' "$verb" "$resource$( [ "$sub" = - ] || printf '/%s' "$sub")")"
+        answer="$("${KUBECTL[@]}" "${CAN_I[@]}" \
             --namespace "$NAMESPACE" "${IMPERSONATE[@]}" 2>/dev/null || true)"
         if [ "$answer" = yes ]; then row="$row PASS"; else row="$row FAIL"; failed=1; fi
         if [ "${#DEVELOPER_AS[@]}" -gt 0 ]; then
-            answer="$("${KUBECTL[@]}" auth can-i "$verb" "$resource" \
+            answer="$("${KUBECTL[@]}" "${CAN_I[@]}" \
                 --namespace "$NAMESPACE" "${DEVELOPER_AS[@]}" 2>/dev/null || true)"
             if [ "$answer" = yes ]; then row="$row     PASS"; else row="$row     FAIL"; failed=1; fi
         fi
