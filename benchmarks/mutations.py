@@ -90,6 +90,26 @@ MUTATIONS = [
              f"{TEMPLATE}/tests/dags/test_dag_example.py",
              "return DagBag(dag_folder=DAGS_FOLDER)", "return DagBag()",
              ["tests/test_airflow.py::test_rendered_project_tests_pass[generic-xcom]"]),
+    # Production guardrails (issue G).
+    Mutation("pods get no activeDeadlineSeconds from execution_timeout", f"{TEMPLATE}/include/remote_pod.py",
+             "        if pod.spec.active_deadline_seconds is None and limit:\n", "        if False:\n",
+             ["tests/test_e2e_guardrails.py -k follows_execution_timeout"]),
+    Mutation("janitor takes a running task's pod for an orphan", f"{TEMPLATE}/include/janitor.py",
+             'FINISHED_STATES = frozenset({"success", "failed",', 'FINISHED_STATES = frozenset({"running", "success", "failed",',
+             ["tests/test_airflow.py::test_rendered_project_tests_pass[generic-xcom]"]),
+    Mutation("API double: quota not enforced", "tests/kube_api_double/quota.py",
+             "            if exceeded:\n                raise Refused(403",
+             "            if False:\n                raise Refused(403",
+             ["tests/test_double_quota.py"]),
+    Mutation("API double: a watch authorized as list", "tests/kube_api_double/server.py",
+             '            verbs = ["watch"]  # the API server', '            verbs = ["list"]  # the API server',
+             ["tests/test_double_watch.py"]),
+    Mutation("EKS token cache never re-checks a cached token", f"{TEMPLATE}/include/kube_auth/eks_token.py",
+             '    if now - entry["checked"] < recheck_seconds():', "    if True:",
+             ["tests/test_eks_token_cache.py -k rejected or recheck or interval or unanswered"]),
+    Mutation("setup_remote.sh asks can-i for pods/log as TYPE/NAME again", f"{TEMPLATE}/scripts/setup_remote.sh",
+             '    [ "$3" = - ] || CAN_I+=(--subresource "$3")', '    [ "$3" = - ] || CAN_I=(auth can-i "$1" "$2/$3")',
+             ["tests/test_setup_scripts.py -k first_run"]),
 ]
 
 

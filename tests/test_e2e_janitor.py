@@ -147,7 +147,9 @@ def only_pods(project, *verbs: str) -> dict:
 
 
 def project_label(project) -> dict:
-    return {"app.kubernetes.io/part-of": project.path.name.replace("_", "-")}
+    """POD_LABELS as the rendered project gives them under `astro dev` (airflow_instance: local)."""
+    return {"app.kubernetes.io/managed-by": "airflow", "app.kubernetes.io/part-of": project.path.name.replace("_", "-"),
+            "airflow_instance": "local"}
 
 
 def test_sweep_needs_pods_list_and_delete_and_nothing_else(render, tmp_path):
@@ -211,10 +213,13 @@ def test_janitor_removes_a_killed_workers_orphan_and_nothing_else(render, airflo
         double = cluster.double
         ours = {**project_label(project), "kubernetes_pod_operator": "True", "dag_id": "remote_kpo",
                 "task_id": "hello_remote"}
-        # Old pods the janitor must never touch: another namespace, no project label, another project.
+        # Old pods the janitor must never touch: another namespace, no project label, another project,
+        # another Airflow.
         strangers = {"other-namespace": ("other-team", ours), "no-project-label": (rc_namespace, {
             k: v for k, v in ours.items() if k != "app.kubernetes.io/part-of"}), "other-project": (rc_namespace, {
-                **ours, "app.kubernetes.io/part-of": "someone-else"})}
+                **ours, "app.kubernetes.io/part-of": "someone-else"}),
+            # The deployment's pod of the same run (scheduled run ids are the same everywhere).
+            "other-airflow": (rc_namespace, {**ours, "airflow_instance": "clx0prod0deployment"})}
 
         # A worker killed while its pod runs; no retry will come back for the pod.
         process = cluster.start("remote_kpo", LOGICAL_DATE)

@@ -6,8 +6,10 @@ retry came back for it. dags/remote_pod_janitor.py runs ``sweep`` every hour.
 
 A pod is deleted only when all of this holds:
 
-- it is in REMOTE_NAMESPACE and carries this project's PROJECT_LABEL and the pod operator's
-  dag_id, task_id and run_id labels (the list asks the API server for exactly those);
+- it is in REMOTE_NAMESPACE and carries this project's POD_LABELS (the project, and this
+  Airflow as AIRFLOW_INSTANCE: another deployment's or a local Airflow's pods of the same
+  run ids are never judged) and the pod operator's dag_id, task_id and run_id labels (the list
+  asks the API server for exactly those);
 - it is older than GRACE_PERIOD;
 - Airflow reports its task instance, and that task instance is finished (FINISHED_STATES).
   A task that is queued, scheduled, running, deferred, up for retry, restarting or cleared
@@ -32,7 +34,7 @@ from airflow.providers.cncf.kubernetes.pod_generator import make_safe_label_valu
 from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.exceptions import ApiException
 
-from include.remote_cluster import POD_LABELS, PROJECT_LABEL
+from include.remote_cluster import AIRFLOW_INSTANCE, INSTANCE_LABEL, POD_LABELS, PROJECT_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,9 @@ PROJECT = POD_LABELS[PROJECT_LABEL]
 FINISHED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 # The labels KubernetesPodOperator (and its EKS/GKE subclasses) gives every pod.
 TASK_LABELS = ("dag_id", "task_id", "run_id")
-LABEL_SELECTOR = ",".join([f"{PROJECT_LABEL}={PROJECT}", "kubernetes_pod_operator=True", *TASK_LABELS])
+# This project's pods started by this Airflow (POD_LABELS: project and AIRFLOW_INSTANCE).
+LABEL_SELECTOR = ",".join([*(f"{key}={value}" for key, value in POD_LABELS.items()), "kubernetes_pod_operator=True",
+                           *TASK_LABELS])
 
 # get_task_states(dag_id=..., task_ids=[...]) -> {run_id: {task_id or "<task_id>_<map_index>": state}}
 TaskStates = Callable[..., dict[str, dict[str, Any]]]
@@ -124,6 +128,9 @@ def judge(pod: Pod, namespace: str, runs_of: Callable[[str, str], dict], now: da
         return Verdict(pod, False, f"in namespace {pod.namespace}, not {namespace}", age)
     if pod.labels.get(PROJECT_LABEL) != PROJECT:
         return Verdict(pod, False, f"not labelled {PROJECT_LABEL}={PROJECT}", age)
+    if pod.labels.get(INSTANCE_LABEL) != AIRFLOW_INSTANCE:
+        return Verdict(pod, False, f"started by another Airflow ({INSTANCE_LABEL}={pod.labels.get(INSTANCE_LABEL)}, "
+                                   f"not {AIRFLOW_INSTANCE})", age)
     if not all(pod.labels.get(key) for key in TASK_LABELS):
         return Verdict(pod, False, "no dag_id/task_id/run_id labels of the pod operator", age)
     if pod.terminating:

@@ -1,5 +1,6 @@
 """The remote cluster this project runs pods on: one place for names the DAGs, the
-connection script and the tests share. Plain constants, no I/O, importable without Airflow.
+connection script and the tests share. Plain constants (one read from the environment:
+AIRFLOW_INSTANCE), no I/O, importable without Airflow.
 """
 
 from __future__ import annotations
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import json  # the kubernetes connection's extra
 {%- endif %}
+import os
+import re
 
 CLOUD = {{ cookiecutter.cloud | tojson }}
 CLUSTER_NAME = {{ cookiecutter.cluster_name | tojson }}
@@ -29,8 +32,12 @@ XCOM_ENABLED = {{ "True" if cookiecutter.xcom else "False" }}
 # /airflow/xcom/return.json through it. The default is the provider's own image, from Docker
 # Hub. If the cluster cannot pull it (no egress, private registry only, an admission policy
 # on images), mirror it and name your copy, pinned by digest so it cannot change under you:
-# "<registry>/library/alpine:3.24.2@sha256:<digest>". Then rerun scripts/write_connection.py
+# "<registry>/library/alpine:3.24.2@sha256:<digest>".
+{%- if cookiecutter.pod_operator == "native" %} include/remote_pod.py applies both values to
+# the pods: deploy (locally: astro dev restart).
+{%- else %} Then rerun scripts/write_connection.py
 # and load connection.env again: the connection carries both values.
+{%- endif %}
 XCOM_SIDECAR_IMAGE = "alpine:3.24.2"
 # The provider's requests plus a memory limit: a quota on limits.memory charges 32Mi for this
 # shell instead of a namespace's default limit.
@@ -40,7 +47,22 @@ XCOM_SIDECAR_RESOURCES: dict[str, dict[str, str]] = {"requests": {"cpu": "1m", "
 # the dag_id, task_id, run_id and try_number labels of the pod operator itself; the janitor DAG
 # (dags/remote_pod_janitor.py) finds this project's pods by them.
 PROJECT_LABEL = "app.kubernetes.io/part-of"
-POD_LABELS = {"app.kubernetes.io/managed-by": "airflow", PROJECT_LABEL: {{ cookiecutter.project_slug | replace('_', '-') | tojson }}}
+# Which Airflow started the pod, so that the janitor of `astro dev start` and those of the
+# deployments sharing this namespace (dev, prod) never take each other's pods for orphans: Astro
+# sets ASTRO_DEPLOYMENT_ID in a deployment; locally it is "local". KPO_AIRFLOW_INSTANCE (in .env)
+# overrides both, e.g. one value per developer when several run locally against one cluster.
+INSTANCE_LABEL = "airflow_instance"
+
+
+def airflow_instance(env=os.environ) -> str:
+    """This Airflow's name as a valid label value (63 characters of A-Z a-z 0-9 - _ .)."""
+    name = env.get("KPO_AIRFLOW_INSTANCE") or env.get("ASTRO_DEPLOYMENT_ID") or "local"
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:63].strip("-_.") or "local"
+
+
+AIRFLOW_INSTANCE = airflow_instance()
+POD_LABELS = {"app.kubernetes.io/managed-by": "airflow", PROJECT_LABEL: {{ cookiecutter.project_slug | replace('_', '-') | tojson }},
+              INSTANCE_LABEL: AIRFLOW_INSTANCE}
 # dags/remote_kpo_gpu.py: a GPU node group that exists only while its pod runs.
 GPU_NODE_GROUP = {{ "True" if cookiecutter.gpu_node_group else "False" }}
 

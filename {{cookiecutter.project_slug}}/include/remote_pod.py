@@ -14,7 +14,8 @@ Every pod gets ``activeDeadlineSeconds`` from its task's ``execution_timeout``, 
 stops it even when Airflow cannot: the worker is gone, the deployment was deleted, or the
 task is deferred (Airflow 3.3 does not time out deferred tasks; only some triggers do
 themselves). Kubernetes counts the deadline from the pod's start on a node, so time spent
-waiting for a node is not counted and the pod never stops before the task would time out.
+waiting for a node is not counted. A retry that reattaches to the same pod (durable=True)
+inherits its deadline: the pod stops at most execution_timeout after it first started.
 
 Two fixes for cncf-kubernetes 10.25, found by this project's tests. When a deferrable task
 reattaches to a pod whose container has already finished (say the worker was replaced while

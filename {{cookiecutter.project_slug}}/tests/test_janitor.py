@@ -83,7 +83,10 @@ def test_mapped_task_instances_are_told_apart():
     (pod(**{rc.PROJECT_LABEL: None}), "not labelled"),
     (pod(run_id=RUN_ID, dag_id=None), "no dag_id/task_id/run_id"),
     (pod(deleting=True), "already being deleted"),
-], ids=["other-namespace", "other-project", "no-project-label", "no-operator-labels", "terminating"])
+    (pod(**{rc.INSTANCE_LABEL: "another-deployment"}), "started by another Airflow"),
+    (pod(**{rc.INSTANCE_LABEL: None}), "started by another Airflow"),
+], ids=["other-namespace", "other-project", "no-project-label", "no-operator-labels", "terminating", "other-airflow",
+        "no-airflow-label"])
 def test_pods_that_are_not_ours_to_judge_are_kept(p, why):
     found = verdict(p, runs("failed"))
     assert not found.delete and why in found.reason
@@ -91,8 +94,19 @@ def test_pods_that_are_not_ours_to_judge_are_kept(p, why):
 
 def test_the_list_asks_only_for_this_projects_operator_pods():
     selector = dict(part.partition("=")[::2] for part in janitor.LABEL_SELECTOR.split(","))
-    assert selector == {rc.PROJECT_LABEL: rc.POD_LABELS[rc.PROJECT_LABEL], "kubernetes_pod_operator": "True",
-                        "dag_id": "", "task_id": "", "run_id": ""}
+    assert selector == {**rc.POD_LABELS, "kubernetes_pod_operator": "True", "dag_id": "", "task_id": "", "run_id": ""}
+    assert rc.POD_LABELS[rc.INSTANCE_LABEL] == rc.AIRFLOW_INSTANCE, "only this Airflow's pods"
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "local"),
+    ({"ASTRO_DEPLOYMENT_ID": "clx9abc123"}, "clx9abc123"),
+    ({"ASTRO_DEPLOYMENT_ID": "clx9abc123", "KPO_AIRFLOW_INSTANCE": "jane@laptop"}, "jane-laptop"),
+    ({"KPO_AIRFLOW_INSTANCE": "x" * 80}, "x" * 63),
+    ({"KPO_AIRFLOW_INSTANCE": "@@"}, "local"),
+])
+def test_the_airflow_instance_is_a_valid_label_value(env, expected):
+    assert rc.airflow_instance(env) == expected
 
 
 def test_the_role_grants_what_the_janitor_calls():
