@@ -337,7 +337,8 @@ def airflow_home(tmp_path_factory):
 
 TICKS = re.compile(r"still running, tick (\d+)\b")
 # Seconds; 60 by default, where a rejected token costs the try and the retry a minute later
-# recovers. Under the trigger's own retry span (3 attempts, 1 s and 2 s apart) no try is lost.
+# recovers. At about the trigger's own retry span (3 attempts, 1 s and 2 s apart) a try is lost
+# only when the revocation lands just after a check.
 E2E_RECHECK = 3
 
 
@@ -374,4 +375,7 @@ def test_revoked_mid_run_the_deferred_task_recovers_within_the_bound(render, air
         assert all(r["t"] <= last_ok + E2E_RECHECK + 2 for r in calls), (last_ok, [r["t"] for r in calls])
         assert checks[0]["t"] >= last_ok + E2E_RECHECK, "and not checked before the interval was up"
         assert len(cluster.sts.assume_role_calls) == 2, "one AssumeRole before, one after the revocation"
-        assert "new_state=up_for_retry" not in result.log, "under the trigger's retry span (3 s): no try lost"
+        # The trigger retries a failed call for about 3 s: when the revocation lands just after a
+        # check, all of them can fall inside the interval and the try is lost (seen on a loaded CI
+        # machine); the retry then gets the new token. Never more than one.
+        assert result.log.count("new_state=up_for_retry") <= 1, "at most one try lost to the bound"
