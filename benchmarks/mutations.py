@@ -109,7 +109,7 @@ MUTATIONS = [
              ["tests/test_eks_token_cache.py -k rejected or recheck or interval or unanswered"]),
     Mutation("setup_remote.sh asks can-i for pods/log as TYPE/NAME again", f"{TEMPLATE}/scripts/setup_remote.sh",
              '    [ "$3" = - ] || CAN_I+=(--subresource "$3")', '    [ "$3" = - ] || CAN_I=(auth can-i "$1" "$2/$3")',
-             ["tests/test_setup_scripts.py -k first_run"]),
+             ["tests/test_setup_scripts.py -k missing_subresource"]),
 ]
 
 

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -225,6 +226,20 @@ def test_a_missing_permission_fails_the_table_and_writes_no_connection(setup, cl
     assert done.stderr.strip().splitlines()[-1].startswith("ERROR: the Airflow identity lacks the permissions marked FAIL")
     assert (s.project / "airflow_settings.yaml").read_text() == placeholder
     assert not (s.project / "connection.env").exists()
+
+
+def test_a_missing_subresource_permission_fails_its_row(setup):
+    """kubectl auth can-i reads "pods/log" as the pod named log (allowed by `get pods`): the
+    table must ask with --subresource, or a Role without pods/log passes."""
+    s = setup("generic")
+    role = s.project / "k8s" / "role.yaml"
+    text = role.read_text()
+    assert '    resources: ["pods/log"]\n    verbs: ["get"]' in text
+    role.write_text(text.replace('    resources: ["pods/log"]\n    verbs: ["get"]', '    resources: ["pods/log"]\n    verbs: []'))
+    done = s.run()
+    assert done.returncode == 1
+    assert re.search(r"^get +pods/log +FAIL$", done.stdout, re.M), done.stdout
+    assert re.search(r"^get +pods +PASS$", done.stdout, re.M), "control: get pods itself is still granted"
 
 
 def test_aws_trust_policy_drift_is_put_back(setup):
