@@ -116,13 +116,14 @@ def test_the_real_plugin_signs_in_and_keeps_no_cache_on_adc(gke):
     expires = dt.datetime.strptime(printed[0]["expirationTimestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     assert abs(expires.timestamp() - issued.expiry) < 1, "the plugin reports the token's own expiry"
     assert call(gke.api, tokens[0]) == 200
-    assert gke.api.requests[-1]["user"] == gke.rc.RUNNER_IDENTITY
+    assert [r for r in gke.api.requests if r["status"] == 200][-1]["user"] == gke.rc.RUNNER_IDENTITY
 
 
 def test_a_token_the_double_never_issued_is_401(gke):
     assert call(gke.api, token_for(gke, gke.rc.RUNNER_IDENTITY)) == 200
     assert call(gke.api, "ya29.a-token-google-never-issued") == 401
-    assert gke.api.requests[-1]["reason"] == "not an access token the Google token double issued"
+    refused = [r for r in gke.api.requests if r["status"] == 401][-1]
+    assert refused["reason"] == "not an access token the Google token double issued"
 
 
 def test_an_expired_google_token_is_401(gke):
@@ -131,7 +132,7 @@ def test_an_expired_google_token_is_401(gke):
     assert call(gke.api, token) == 200
     time.sleep(1.2)
     assert call(gke.api, token) == 401
-    assert gke.api.requests[-1]["reason"] == "Google access token expired"
+    assert [r for r in gke.api.requests if r["status"] == 401][-1]["reason"] == "Google access token expired"
 
 
 def test_revoked_google_tokens_are_401_and_new_ones_work(gke):
