@@ -10,16 +10,12 @@ shutdown (Failed, Terminated, the object kept); no exec into a completed pod.
 
 from __future__ import annotations
 
-import base64
-import json
-import ssl
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 import yaml
 from kube_api_double import ApiDouble
+from kube_api_double.client import call
 
 GENERIC = {"cloud": "generic", "xcom": True}  # its Role allows pods/exec
 SLEEPS = "import time\nprint('started', flush=True)\ntime.sleep(60)\nprint('never')"
@@ -43,16 +39,6 @@ def cluster(render):
         yield double, double.sa_tokens.mint(subject["namespace"], subject["name"], ttl=600)
 
 
-def call(double: ApiDouble, method: str, path: str, token: str, body: dict | None = None) -> tuple[int, dict]:
-    context = ssl.create_default_context(cadata=base64.b64decode(double.ca_data).decode())
-    request = urllib.request.Request(double.url + path, method=method, headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json", "Accept": "application/json"},
-        data=json.dumps(body).encode() if body is not None else None)
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as err:
-        return err.code, json.load(err)
 
 
 def create(cluster, name: str, script: str, deadline: int | None = None, **spec) -> None:

@@ -16,10 +16,7 @@ import base64
 import datetime as dt
 import importlib.util
 import json
-import ssl
 import time
-import urllib.error
-import urllib.request
 
 import boto3
 import botocore.auth
@@ -29,6 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from kube_api_double import ApiDouble
 from kube_api_double.auth import EKS_TOKEN_MAX_AGE, AwsCredential, EksAuthenticator, ServiceAccountTokens
+from kube_api_double.client import call
 from kube_api_double.eks import EksDouble
 from kube_api_double.sts import StsDouble
 
@@ -55,17 +53,6 @@ def manifest(project, name: str) -> dict:
     return yaml.safe_load((project.path / "k8s" / f"{name}.yaml").read_text())
 
 
-def call(double: ApiDouble, method: str, path: str, token: str, body: dict | None = None) -> tuple[int, dict]:
-    """One HTTPS request to the API double, TLS verified against its CA data (as the connection does)."""
-    context = ssl.create_default_context(cadata=base64.b64decode(double.ca_data).decode())
-    request = urllib.request.Request(double.url + path, method=method, headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json", "Accept": "application/json"},
-        data=json.dumps(body).encode() if body is not None else None)
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as err:
-        return err.code, json.load(err)
 
 
 def who_am_i(double: ApiDouble, token: str) -> tuple[int, dict]:

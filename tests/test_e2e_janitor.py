@@ -20,18 +20,16 @@ import json
 import os
 import signal
 import sqlite3
-import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 import yaml
 from conftest import airflow_env
 from e2e_harness import Cluster, migrate, variant
 from kube_api_double import ApiDouble
+from kube_api_double.client import call
 from kube_api_double.server import now_iso
 
 GENERIC = {"cloud": "generic", "xcom": False}
@@ -68,17 +66,6 @@ def set_age(double: ApiDouble, name: str, seconds: float) -> None:
         double.pods[name].body["metadata"]["creationTimestamp"] = now_iso(time.time() - seconds)
 
 
-def call(double: ApiDouble, method: str, path: str, token: str, body: dict | None = None) -> tuple[int, dict]:
-    """One HTTPS request to the API double, TLS verified against its CA data."""
-    context = ssl.create_default_context(cadata=base64.b64decode(double.ca_data).decode())
-    request = urllib.request.Request(double.url + path, method=method, headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json", "Accept": "application/json"},
-        data=json.dumps(body).encode() if body is not None else None)
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as err:
-        return err.code, json.load(err)
 
 
 # -- the double's rules the janitor relies on -------------------------------------------------
