@@ -1,4 +1,5 @@
-"""Prune what the chosen options do not use, write the example connection, print next steps.
+"""Prune what the chosen options do not use, write the example connection, print next steps
+(only the pruning for a cluster part, ``_cluster_id`` set by the cluster/ template's add hook).
 
 What belongs to which cloud is one mapping, ``_clouds`` in cookiecutter.json: a file listed
 for another cloud and not for the chosen one is removed. A fifth cloud is one more entry.
@@ -53,6 +54,10 @@ def main(answers: dict, project: Path) -> int:
     if answers["pod_operator"] == "native":
         prune(project, set(answers["_clouds"][cloud]["native"]["prune"]))
     remove_empty_dirs(project)
+    if answers.get("_cluster_id"):
+        # A cluster part (cluster/ template): its add hook writes the connection into the
+        # project root and prints the next steps.
+        return 0
     # The example connection comes from the project's own script, so its shape lives in one
     # place (include/remote_cluster.py). Offline: --placeholder asks no CLI.
     subprocess.run([sys.executable, "scripts/write_connection.py", "--placeholder"], cwd=project, check=True)

@@ -34,7 +34,7 @@ from airflow.providers.cncf.kubernetes.pod_generator import make_safe_label_valu
 from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.exceptions import ApiException
 
-from include.remote_cluster import AIRFLOW_INSTANCE, INSTANCE_LABEL, POD_LABELS, PROJECT_LABEL
+from .remote_cluster import AIRFLOW_INSTANCE, INSTANCE_LABEL, POD_LABELS, PROJECT_LABEL
 
 log = logging.getLogger(__name__)
 

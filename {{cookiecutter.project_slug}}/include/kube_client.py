@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 from kubernetes.client import ApiClient
 
-from include.remote_cluster import AWS_REGION, CLUSTER_NAME, CONNECTION_ID, REMOTE_NAMESPACE
+from .remote_cluster import AWS_REGION, CLUSTER_NAME, CONNECTION_ID, REMOTE_NAMESPACE
 
 
 @contextmanager
@@ -31,7 +31,7 @@ def api_client() -> Generator[ApiClient, None, None]:
 
 from kubernetes.client import ApiClient
 
-from include.remote_pod import CLUSTER_ARGS, RemotePodOperator
+from .remote_pod import CLUSTER_ARGS, RemotePodOperator
 
 
 @contextmanager
@@ -43,7 +43,7 @@ def api_client() -> Generator[ApiClient, None, None]:
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 from kubernetes.client import ApiClient
 
-from include.remote_cluster import CONNECTION_ID
+from .remote_cluster import CONNECTION_ID
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from decimal import Decimal
 
-from include import remote_cluster as rc
+from . import remote_cluster as rc
 
 # Generic clusters: a new ServiceAccount token, minted and loaded into the deployment in one command.
 ROTATE_TOKEN = ("scripts/deploy.sh --deployment-id <id> --rotate-token --kubeconfig <admin kubeconfig> "

@@ -13,6 +13,10 @@ import re
 
 CLOUD = {{ cookiecutter.cloud | tojson }}
 CLUSTER_NAME = {{ cookiecutter.cluster_name | tojson }}
+{%- if cookiecutter._cluster_id %}
+# The name DAGs pick this cluster by: clusters/__init__.py, cluster_args(CLUSTER_ID).
+CLUSTER_ID = {{ cookiecutter._cluster_id | tojson }}
+{%- endif %}
 # The Airflow connection the pods are started with: a kubernetes connection holding a
 # kubeconfig, or with the native operator the cloud's own connection (see POD_OPERATOR).
 CONNECTION_ID = {{ cookiecutter.kubernetes_conn_id | tojson }}
@@ -25,7 +29,11 @@ CONNECTION_TYPE = "kubernetes"
 {%- endif %}
 REMOTE_NAMESPACE = {{ cookiecutter.namespace | tojson }}
 # Caps how many remote pods run at once (also created by airflow_settings.yaml locally).
+{%- if cookiecutter._cluster_id %}
+REMOTE_POOL = {{ ("remote_kpo_" ~ cookiecutter._cluster_id | replace("-", "_")) | tojson }}
+{%- else %}
 REMOTE_POOL = "remote_kpo"
+{%- endif %}
 REMOTE_POOL_SLOTS = 4
 XCOM_ENABLED = {{ "True" if cookiecutter.xcom else "False" }}
 # The XCom sidecar of tasks with do_xcom_push=True: a shell that waits while the operator reads
@@ -151,7 +159,7 @@ EXEC_PLUGIN: dict | None = {
     "apiVersion": "client.authentication.k8s.io/v1beta1",
     "command": "python",
     "args": [
-        "/usr/local/airflow/include/kube_auth/eks_token.py",
+        "/usr/local/airflow/{{ "clusters/" ~ c._cluster_id | replace("-", "_") ~ "/" if c._cluster_id else "" }}include/kube_auth/eks_token.py",
         "--cluster-name", CLUSTER_NAME,
         "--region", AWS_REGION,
         "--role-arn", RUNNER_ROLE_ARN,

@@ -40,7 +40,7 @@ from airflow.sdk.exceptions import AirflowException
 {% if not native -%}
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-from include.remote_cluster import KUBERNETES_CONN_ID, POD_LABELS, REMOTE_NAMESPACE
+from .remote_cluster import KUBERNETES_CONN_ID, POD_LABELS, REMOTE_NAMESPACE
 
 # Everything the operator needs to reach the cluster; the DAGs add what the pod does.
 CLUSTER_ARGS: dict[str, Any] = {
@@ -53,8 +53,8 @@ from airflow.providers.amazon.aws.operators.eks import EksPodOperator
 from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
 from kubernetes.client import models as k8s
 
-from include.remote_cluster import (AWS_REGION, CLUSTER_NAME, CONNECTION_ID, POD_LABELS, REMOTE_NAMESPACE,
-                                    XCOM_SIDECAR_IMAGE, XCOM_SIDECAR_RESOURCES)
+from .remote_cluster import (AWS_REGION, CLUSTER_NAME, CONNECTION_ID, POD_LABELS, REMOTE_NAMESPACE,
+                             XCOM_SIDECAR_IMAGE, XCOM_SIDECAR_RESOURCES)
 
 # Everything the operator needs to reach the cluster; the DAGs add what the pod does.
 CLUSTER_ARGS: dict[str, Any] = {
@@ -69,8 +69,8 @@ from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
 from airflow.providers.google.cloud.operators.kubernetes_engine import GKEStartPodOperator
 from kubernetes.client import models as k8s
 
-from include.remote_cluster import (CLUSTER_NAME, CONNECTION_ID, GCP_LOCATION, GCP_PROJECT_ID, POD_LABELS, REMOTE_NAMESPACE,
-                                    XCOM_SIDECAR_IMAGE, XCOM_SIDECAR_RESOURCES)
+from .remote_cluster import (CLUSTER_NAME, CONNECTION_ID, GCP_LOCATION, GCP_PROJECT_ID, POD_LABELS, REMOTE_NAMESPACE,
+                             XCOM_SIDECAR_IMAGE, XCOM_SIDECAR_RESOURCES)
 
 # Everything the operator needs to reach the cluster; the DAGs add what the pod does.
 CLUSTER_ARGS: dict[str, Any] = {
