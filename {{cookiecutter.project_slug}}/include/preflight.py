@@ -12,6 +12,9 @@ import base64
 import datetime as dt
 import json
 import os
+{%- if cookiecutter._cluster_id %}
+import re
+{%- endif %}
 import shutil
 import subprocess
 from decimal import Decimal
@@ -19,8 +22,13 @@ from decimal import Decimal
 from . import remote_cluster as rc
 
 # Generic clusters: a new ServiceAccount token, minted and loaded into the deployment in one command.
+{%- if cookiecutter._cluster_id %}
+ROTATE_TOKEN = ("python3 scripts/write_connection.py --kubeconfig <admin kubeconfig>, then "
+                "scripts/deploy.sh --deployment-id <id> (locally: astro dev restart)")
+{%- else %}
 ROTATE_TOKEN = ("scripts/deploy.sh --deployment-id <id> --rotate-token --kubeconfig <admin kubeconfig> "
                 "(locally: python3 scripts/write_connection.py --kubeconfig <admin kubeconfig>, then astro dev restart)")
+{%- endif %}
 # Under this share of its lifetime left, the token check passes with a warning.
 LOW_TOKEN_SHARE = 0.25
 FIX_CONNECTION = "run `scripts/setup_remote.sh` (or `python3 scripts/write_connection.py`) and restart (`astro dev restart`)"
@@ -34,14 +42,36 @@ FIX_RBAC = "run scripts/setup_remote.sh, or kubectl apply -f k8s/ as a cluster a
 FIX_QUOTA = ("raise it in k8s/resourcequota.yaml and NAMESPACE_QUOTA (include/remote_cluster.py) and apply it "
              "(scripts/setup_remote.sh), or wait for running pods to finish")
 FIX_LIMIT_RANGE = "apply k8s/resource-defaults.yaml: scripts/setup_remote.sh, or kubectl apply -f k8s/ as a cluster admin"
+{%- if cookiecutter._cluster_id %}
+# This cluster's files are in its own folder of the project: the messages name them there
+# (scripts/deploy.sh, dags/ and README stay the project's).
+FOLDER = {{ ("clusters/" ~ cookiecutter._cluster_id | replace("-", "_") ~ "/") | tojson }}
+OWN_PATH = re.compile(r"(?<![\w.-])(?<![\w.-]/)(?=(?:k8s|aws|gcp)/|include/remote_cluster\.py"
+                      r"|scripts/(?:setup_remote\.sh|write_connection\.py))")
+
+
+def in_folder(message: str) -> str:
+    """The message with this cluster's file paths under its folder: k8s/ -> clusters/<pkg>/k8s/."""
+    return OWN_PATH.sub(FOLDER, message)
+{%- endif %}
 
 
 class PreflightError(Exception):
     """A step failed; the message says what is missing and how to fix it."""
+{%- if cookiecutter._cluster_id %}
+
+    def __init__(self, message: str) -> None:
+        super().__init__(in_folder(message))
+{%- endif %}
 
 
 class Attention(str):
     """A finding of a step that passed but needs action soon: logged as a warning, the run succeeds."""
+{%- if cookiecutter._cluster_id %}
+
+    def __new__(cls, message: str) -> Attention:
+        return super().__new__(cls, in_folder(message))
+{%- endif %}
 
 
 def kube_config_of(extra: dict) -> dict | None:

@@ -47,10 +47,18 @@ astro_query() {
     die "astro $1 $2 ... failed: $(tail -n 1 "$WORK/astro.err")"
 }
 
-# A value from include/remote_cluster.py, the project's one list of names.
+# A value from include/remote_cluster.py, the project's one list of names; with a folder as $2,
+# from that added cluster's own (clusters/<pkg>/include/remote_cluster.py).
 setting() {
-    python3 -c 'import sys; sys.path.insert(0, "."); from include import remote_cluster as rc; print(getattr(rc, sys.argv[1]))' "$1"
+    python3 -c 'import sys; sys.path.insert(0, sys.argv[2]); from include import remote_cluster as rc; print(getattr(rc, sys.argv[1]))' "$1" "${2:-.}"
 }
+
+# The clusters added to this project (cookiecutter <template> --directory cluster): one folder
+# each, with its own include/remote_cluster.py; their connections are in connection.env too.
+CLUSTER_DIRS=()
+for found in clusters/*/include/remote_cluster.py; do
+    if [ -f "$found" ]; then CLUSTER_DIRS+=("${found%/include/remote_cluster.py}"); fi
+done
 
 usage() {
     sed -n '2,11s/^# \{0,1\}//p' "$0"
@@ -108,10 +116,24 @@ check_connection_env() {
     local fix="run scripts/setup_remote.sh (or python3 scripts/write_connection.py) first"
     [ -f connection.env ] || die "connection.env is missing: $fix"
     grep -q "^$CONNECTION_KEY=" connection.env || die "connection.env has no $CONNECTION_KEY: $fix"
-    if grep -qF "$PLACEHOLDER_SERVER" connection.env; then
+    if grep "^$CONNECTION_KEY=" connection.env | grep -qF "$PLACEHOLDER_SERVER"; then
         die "connection.env still has the example endpoint $PLACEHOLDER_SERVER: $fix"
     fi
     if [ "$CLOUD" = generic ]; then check_token; fi
+    local dir key id
+    for dir in ${CLUSTER_DIRS[@]+"${CLUSTER_DIRS[@]}"}; do
+        key="AIRFLOW_CONN_$(setting CONNECTION_ID "$dir" | tr '[:lower:]' '[:upper:]')"
+        id="$(setting CLUSTER_ID "$dir")"
+        fix="run $dir/scripts/setup_remote.sh (or python3 $dir/scripts/write_connection.py) first"
+        grep -q "^$key=" connection.env || die "connection.env has no $key (cluster $id): $fix"
+        if grep "^$key=" connection.env | grep -qF "$PLACEHOLDER_SERVER"; then
+            die "connection.env still has the example endpoint $PLACEHOLDER_SERVER for cluster $id: $fix"
+        fi
+        if [ "$(setting CLOUD "$dir")" = generic ]; then
+            check_token "$key" "python3 $dir/scripts/write_connection.py --kubeconfig <admin kubeconfig>, then run this again" \
+                " of cluster $id"
+        fi
+    done
 }
 
 # Generic clusters: the token in connection.env must not have expired; under a quarter of its
@@ -132,15 +154,17 @@ state = "expired" if left <= 0 else "low" if lifetime > 0 and left < lifetime / 
 print(state, time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(expires)), f"{max(left, 0) / 3600:.1f}", f"{lifetime / 3600:.1f}")
 EOF
 
+# $1 the variable (default: the project's connection), $2 how to rotate it, $3 whose token it is.
 check_token() {
-    local report state until left lifetime rotate="scripts/deploy.sh --deployment-id $DEPLOYMENT_ID --rotate-token"
-    report="$(python3 -c "$TOKEN_REPORT" "$CONNECTION_KEY")"
+    local report state until left lifetime key="${1:-$CONNECTION_KEY}" whose="${3:-}"
+    local rotate="${2:-scripts/deploy.sh --deployment-id $DEPLOYMENT_ID --rotate-token}"
+    report="$(python3 -c "$TOKEN_REPORT" "$key")"
     [ -n "$report" ] || return 0
     read -r state until left lifetime <<<"$report"
     case "$state" in
-        expired) die "the ServiceAccount token in connection.env expired at $until: $rotate" ;;
-        low) say "WARNING: the ServiceAccount token in connection.env has $left h of its $lifetime h left (until $until): rotate it soon: $rotate" ;;
-        *) say "token: the ServiceAccount token in connection.env is valid until $until ($left h of $lifetime h left)" ;;
+        expired) die "the ServiceAccount token$whose in connection.env expired at $until: $rotate" ;;
+        low) say "WARNING: the ServiceAccount token$whose in connection.env has $left h of its $lifetime h left (until $until): rotate it soon: $rotate" ;;
+        *) say "token: the ServiceAccount token$whose in connection.env is valid until $until ($left h of $lifetime h left)" ;;
     esac
 }
 
@@ -167,19 +191,32 @@ load_variables() {
 }
 
 # The pool every remote pod runs in: tasks in a pool the deployment lacks are never scheduled.
+# $1 $2 $3: an added cluster's pool, slots and description (default: the project's own pool).
 ensure_pool() {
-    local slots description="Caps concurrent pods on the remote cluster $CLUSTER_NAME"
-    astro_query deployment pool list --deployment-id "$DEPLOYMENT_ID" >"$WORK/pools"
-    slots="$(awk -v p="$POOL" '$1 == p { print $2 }' "$WORK/pools")"
+    local slots pool="${1:-$POOL}" pool_slots="${2:-$POOL_SLOTS}" description="${3:-Caps concurrent pods on the remote cluster $CLUSTER_NAME}"
+    [ -f "$WORK/pools" ] || astro_query deployment pool list --deployment-id "$DEPLOYMENT_ID" >"$WORK/pools"
+    slots="$(awk -v p="$pool" '$1 == p { print $2 }' "$WORK/pools")"
     if [ -z "$slots" ]; then
-        change astro deployment pool create --deployment-id "$DEPLOYMENT_ID" --name "$POOL" --slots "$POOL_SLOTS" \
+        change astro deployment pool create --deployment-id "$DEPLOYMENT_ID" --name "$pool" --slots "$pool_slots" \
             --description "$description"
-    elif [ "$slots" != "$POOL_SLOTS" ]; then
-        change astro deployment pool update --deployment-id "$DEPLOYMENT_ID" --name "$POOL" --slots "$POOL_SLOTS" \
+    elif [ "$slots" != "$pool_slots" ]; then
+        change astro deployment pool update --deployment-id "$DEPLOYMENT_ID" --name "$pool" --slots "$pool_slots" \
             --description "$description"
     else
-        say "unchanged: pool $POOL ($POOL_SLOTS slots)"
+        say "unchanged: pool $pool ($pool_slots slots)"
     fi
+}
+
+# Each added cluster's pool, named in its clusters/<pkg>/include/remote_cluster.py.
+ensure_cluster_pools() {
+    local dir id name description
+    for dir in ${CLUSTER_DIRS[@]+"${CLUSTER_DIRS[@]}"}; do
+        id="$(setting CLUSTER_ID "$dir")"
+        name="$(setting CLUSTER_NAME "$dir")"
+        description="Caps concurrent pods on the remote cluster $id"
+        if [ "$name" != "$id" ]; then description="$description ($name)"; fi
+        ensure_pool "$(setting REMOTE_POOL "$dir")" "$(setting REMOTE_POOL_SLOTS "$dir")" "$description"
+    done
 }
 
 # Local checks first: the connection to load (a rotation writes it anew).
@@ -207,6 +244,7 @@ fi
 
 load_variables
 ensure_pool
+ensure_cluster_pools
 change astro deploy "$DEPLOYMENT_ID"
 printf '\nnext: trigger the preflight in the deployment: open %s, Dags > check_remote_cluster > Trigger;\n' "$URL"
 printf 'or with a Deployment API token:\n'

@@ -14,11 +14,12 @@ kubeconfig from include/remote_cluster.py, and writes it twice:
 Both files are in .gitignore and .dockerignore. Python 3.9+ standard library only.
 {%- if cluster_id %}
 
-This is cluster {{ cluster_id }}'s copy ({{ writer }}): it writes the PROJECT ROOT's two
-files, which hold every cluster's connection, and changes only its own part of them: one
-managed connection block and one managed pool block in airflow_settings.yaml, its own
-AIRFLOW_CONN_<ID> lines in connection.env. --remove takes that part out again
-(python3 clusters/manage.py remove {{ cluster_id }} calls it).
+This copy belongs to cluster {{ cluster_id }}:
+  {{ writer }}
+It writes the PROJECT ROOT's two files, which hold every cluster's connection, and changes
+only its own part of them: one managed connection block and one managed pool block in
+airflow_settings.yaml, its own AIRFLOW_CONN_<ID> lines in connection.env. --remove takes that
+part out again (python3 clusters/manage.py remove {{ cluster_id }} calls it).
 {%- endif %}
 
   python3 scripts/write_connection.py                      # ask the cloud CLI
