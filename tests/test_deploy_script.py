@@ -338,3 +338,60 @@ def test_setup_remote_passes_the_token_duration_through(deploy, tmp_path):
                                   "(kubectl create token --duration)")
     helped = subprocess.run(["scripts/setup_remote.sh", "--help"], cwd=d.project, capture_output=True, text=True, env=env)
     assert "--token-duration" in helped.stdout
+
+
+# A project with added clusters (clusters/<pkg>/, as cookiecutter --directory cluster places them):
+# their connections are lines of the same connection.env, and each has its own pool.
+PART_CONNECTION = """
+import json, sys
+sys.path.insert(0, ".")
+from include import remote_cluster as rc
+from scripts.write_connection import CONNECTION_ENV, connection_env, write_private
+write_private(CONNECTION_ENV, connection_env(rc.connections(**json.loads(sys.argv[1])), CONNECTION_ENV.read_text()))
+"""
+
+
+def test_every_added_clusters_pool_is_created_then_left_alone(deploy, render):
+    d = deploy("aws", connection=filled())
+    parts = {"gke-gpu": "gcp", "sa-two": "generic"}
+    for cluster_id, cloud in parts.items():
+        pkg = cluster_id.replace("-", "_")
+        part = render({"cloud": cloud, "xcom": True, "_cluster_id": cluster_id, "cluster_name": cluster_id,
+                       "kubernetes_conn_id": f"remote_kubernetes_{pkg}"}).path
+        shutil.copytree(part, d.project / "clusters" / pkg)
+    creates = [[*POOL_CREATE[:7], f"remote_kpo_{cluster_id.replace('-', '_')}", *POOL_CREATE[8:11],
+                f"Caps concurrent pods on the remote cluster {cluster_id}"] for cluster_id in parts]
+
+    # A cluster whose connection is not in connection.env yet is named, with its own fix.
+    refused = d.run("--deployment-id", DEPLOYMENT_ID, "--dry-run")
+    assert refused.returncode == 1
+    assert last_error(refused) == (
+        "ERROR: connection.env has no AIRFLOW_CONN_REMOTE_KUBERNETES_GKE_GPU (cluster gke-gpu): run "
+        "clusters/gke_gpu/scripts/setup_remote.sh (or python3 clusters/gke_gpu/scripts/write_connection.py) first")
+    for cluster_id in parts:
+        args = {**filled(parts[cluster_id]), "server": f"https://{cluster_id}.example:443"}
+        subprocess.run([sys.executable, "-c", PART_CONNECTION, json.dumps(args)], check=True,
+                       cwd=d.project / "clusters" / cluster_id.replace("-", "_"))
+    assert set(d.connection_env()) == {CONNECTION_KEY, "AIRFLOW_CONN_REMOTE_KUBERNETES_GKE_GPU",
+                                       "AIRFLOW_CONN_REMOTE_KUBERNETES_SA_TWO"}
+
+    plan = planned(d.run("--deployment-id", DEPLOYMENT_ID, "--dry-run").stdout)
+    assert plan == [VARIABLES, POOL_CREATE, *creates, DEPLOY]
+    d.astro.reset_log()
+    done = d.run("--deployment-id", DEPLOYMENT_ID)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert d.astro.changes() == plan
+    # Every cluster's connection is loaded as the CLI reads the file (gcp's has an apostrophe in it).
+    assert d.loaded() == {key: {"secret": True, "value": value} for key, value in d.connection_env().items()}
+    pools = d.astro.state["deployments"][DEPLOYMENT_ID]["pools"]
+    assert {"remote_kpo", "remote_kpo_gke_gpu", "remote_kpo_sa_two"} <= set(pools)
+    assert pools["remote_kpo_gke_gpu"] == {"slots": 4, "description": "Caps concurrent pods on the remote cluster gke-gpu"}
+    assert "of cluster sa-two in connection.env is valid until" in done.stderr
+    reads = [c["argv"] for c in d.astro.calls() if c["argv"][:4] == READS["pools"][:4]]
+    assert reads == [READS["pools"]], "the pools are listed once"
+
+    d.astro.reset_log()
+    again = d.run("--deployment-id", DEPLOYMENT_ID)
+    assert again.returncode == 0 and d.astro.changes() == []
+    for pool in ("remote_kpo", "remote_kpo_gke_gpu", "remote_kpo_sa_two"):
+        assert f"unchanged: pool {pool} (4 slots)" in again.stderr

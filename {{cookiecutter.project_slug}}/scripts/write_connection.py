@@ -277,7 +277,9 @@ def connection_env(connections: list[tuple[str, str, dict]], current: str = "") 
     ``current`` (other clusters' connections, your own lines) is kept."""
     own = {}
     for conn_id, conn_type, extra in connections:
-        value = json.dumps({"conn_type": conn_type, "extra": extra}, separators=(",", ":"))
+        # No ' in the value (JSON's \u0027 instead): the Astro CLI trims one layer of quotes and
+        # would keep the '"'"' that shlex.quote makes of an apostrophe ("this project's Dockerfile").
+        value = json.dumps({"conn_type": conn_type, "extra": extra}, separators=(",", ":")).replace("'", "\\u0027")
         own[f"AIRFLOW_CONN_{conn_id.upper()}="] = f"AIRFLOW_CONN_{conn_id.upper()}={shlex.quote(value)}"
     lines = current.splitlines() or ["# Load into the deployment as a secret (see README); never commit."]
     merged: list[str] = []
