@@ -201,14 +201,15 @@ def test_report_fails_naming_exactly_the_failing_cluster(inspected):
     ready = report.pop("None")
     assert ready["error"] is None  # all ready (one warning each): the report passes
     assert [line for line in ready["printed"] if line.startswith("Remote cluster")] == [
-        f"Remote cluster {name}: ready" for name in names]
-    assert sum("[warn] credentials" in line for line in ready["printed"]) == len(names)
+        f"Remote cluster {name}: ready (see the warning)" for name in names]
+    assert [line for line in ready["printed"] if line.startswith("  [warn]")] == [
+        f"  [warn]   credentials  credentials fine on {name}" for name in names]
     assert set(report) == set(names)
     for failing, result in report.items():
         why = f"missing in namespace of {failing}: create pods"
         assert result["error"] == f"not ready: {failing} (permissions: {why})"
         assert f"  [FAILED] permissions  {why}" in result["printed"]
-        assert "  [-] quota        not run: an earlier step failed" in result["printed"]
+        assert "  [-]      quota        not run: an earlier step failed" in result["printed"]
         assert sum(line.startswith("  [") for line in result["printed"]) == len(STEPS) * len(names)
     silent = inspected["report_silent"]
     assert silent["error"] == f"not ready: {names[-1]} (permissions: failed without a message: see the task's log)"

@@ -124,8 +124,9 @@ def readiness(findings: Findings) -> tuple[list[str], list[str]]:
             else:
                 mark, text = "FAILED", failure or "failed without a message: see the task's log"
                 failed = f"{label}: {text}"
-            rows.append(f"  [{mark}] {label:<12} {text}")
-        state = f"NOT READY ({failed})" if failed else "ready"
+            rows.append(f"  {f'[{mark}]':<8} {label:<12} {text}")
+        warned = any(row.startswith("  [warn]") for row in rows)
+        state = f"NOT READY ({failed})" if failed else "ready (see the warning)" if warned else "ready"
         lines += [f"Remote cluster {name}: {state}", *rows]
         if failed:
             not_ready.append(f"{name} ({failed})")
