@@ -64,7 +64,6 @@ SETTINGS = PROJECT / "airflow_settings.yaml"
 CONNECTION_ENV = PROJECT / "connection.env"
 BEGIN = "    # >>> remote cluster connection: written by scripts/write_connection.py >>>"
 END = "    # <<< remote cluster connection <<<"
-{%- endif %}
 SETTINGS_SKELETON = f"""\
 # Airflow objects `astro dev start` creates locally. Not deployed: .dockerignore keeps this
 # file out of the image; load connection.env into the deployment instead (see README).
@@ -78,6 +77,7 @@ airflow:
       pool_description: Caps concurrent pods on the remote cluster {rc.CLUSTER_NAME}
   variables: []
 """
+{%- endif %}
 TOKEN_DURATION = "24h"
 
 
