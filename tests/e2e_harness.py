@@ -14,15 +14,27 @@ HOME a per-test folder), the
 answer with the double's), and the image: the plugin path /usr/local/airflow is replaced by the
 project folder because no image runs here, and the DAG processes see only the packages the image
 would hold (tests/image_closure.py). Nothing else in the connection is changed.
+
+A multi-cluster project (``Clusters``): the primary and every cluster added with the template's
+add command (``add_cluster``: `cookiecutter <template> --directory cluster`), each served by its
+own doubles from its own k8s/ (the primary's k8s/, clusters/<pkg>/k8s/), each cluster's own
+scripts/write_connection.py writing into the project's one connection.env; the Airflow env carries
+every connection. ``run(..., executor=True)`` runs the DAG through the LocalExecutor with an
+execution API server and a triggerer (``AirflowServices``), so that tasks without dependencies
+run at once as they do in a deployment (``dag.test()`` alone runs them one after the other).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +57,11 @@ assert not bag.import_errors, bag.import_errors
 when = dt.datetime.fromisoformat(sys.argv[3]) if len(sys.argv) > 3 else None
 # Airflow 3 names manual runs after run_after: pin both to rerun the very same run.
 kwargs = {"logical_date": when, "run_after": when} if when else {}
-run = bag.get_dag(sys.argv[2]).test(**kwargs)
+# KPO_TEST_USE_EXECUTOR: through the configured executor (AirflowServices), tasks at once.
+run = bag.get_dag(sys.argv[2]).test(use_executor=bool(__import__("os").environ.get("KPO_TEST_USE_EXECUTOR")), **kwargs)
+print("DAG_RUN_ID", run.run_id)
+for ti in run.get_task_instances():
+    print("TASK_STATE", ti.task_id, ti.state)
 print("DAG_RUN_STATE", run.state)
 """
 FAKE_CLI = """#!{python}
@@ -74,6 +90,8 @@ class RunResult:
     state: str
     log: str
     returncode: int
+    tasks: dict[str, str] = field(default_factory=dict)  # task_id (group.task) -> its task instance's state
+    run_id: str = ""
 
     @property
     def succeeded(self) -> bool:
@@ -98,6 +116,10 @@ class Cluster:
     # The namespace's LimitRange and ResourceQuota as applied (default: k8s/resource-defaults.yaml and
     # k8s/resourcequota.yaml as rendered; [] for none).
     namespace_limits: list[dict] | None = None
+    # A cluster of a multi-cluster project (Clusters): its folder in the project ("" the primary,
+    # "clusters/<pkg>" an added one), and whether to copy the project (Clusters copies it once).
+    part: str = ""
+    copy: bool = True
     double: ApiDouble = field(init=False)
     sts: StsDouble | None = field(init=False, default=None)
     eks_api: EksDouble | None = field(init=False, default=None)
@@ -109,29 +131,31 @@ class Cluster:
 
         # Work on a copy: write_connection.py writes connection.env and airflow_settings.yaml,
         # and the rendered project is shared with other tests.
-        copy = self.work / "cluster-project" / self.project.name
-        shutil.copytree(self.project, copy)
-        self.project = copy
+        if self.copy:
+            copy = self.work / "cluster-project" / self.project.name
+            shutil.copytree(self.project, copy)
+            self.project = copy
+        self.folder = self.project / self.part  # the cluster's own include/, k8s/, aws/, scripts/
 
-        spec = importlib.util.spec_from_file_location(f"rc_{id(self)}", self.project / "include" / "remote_cluster.py")
+        spec = importlib.util.spec_from_file_location(f"rc_{id(self)}", self.folder / "include" / "remote_cluster.py")
         self.rc = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(self.rc)
 
     def manifest(self, name: str) -> dict:
-        return yaml.safe_load((self.project / "k8s" / f"{name}.yaml").read_text())
+        return yaml.safe_load((self.folder / "k8s" / f"{name}.yaml").read_text())
 
     def __enter__(self) -> Cluster:
         rc = self.rc
         eks = None
         if rc.CLOUD == "aws":
-            entry = json.loads((self.project / "aws/access-entry.json").read_text())
-            trust = self.trust_policy or json.loads((self.project / "aws/trust-policy.json").read_text())
+            entry = json.loads((self.folder / "aws/access-entry.json").read_text())
+            trust = self.trust_policy or json.loads((self.folder / "aws/trust-policy.json").read_text())
             eks = EksAuthenticator(rc.CLUSTER_NAME, rc.AWS_REGION,
                                    access_entries={entry["principalArn"]: entry["kubernetesGroups"]})
             astro = self.aws_caller or trust["Statement"][0]["Principal"]["AWS"]
             eks.credentials[ASTRO_KEY] = AwsCredential(ASTRO_SECRET, astro)
             self.sts = StsDouble(eks, trust, rc.RUNNER_ROLE_ARN, {ASTRO_KEY: astro}).start()
-            policy = self.project / "aws" / "runner-policy.json"
+            policy = self.folder / "aws" / "runner-policy.json"
             if policy.exists():  # the native operator or the GPU DAG call the EKS API
                 self.eks_api = EksDouble(eks, json.loads(policy.read_text()), role_arn=rc.RUNNER_ROLE_ARN,
                                          account=rc.AWS_ACCOUNT_ID, endpoint="",
@@ -155,7 +179,7 @@ class Cluster:
         if self.namespace_limits is not None:
             return self.namespace_limits
         names = ("resource-defaults", "resourcequota")
-        return [self.manifest(name) for name in names if (self.project / "k8s" / f"{name}.yaml").exists()]
+        return [self.manifest(name) for name in names if (self.folder / "k8s" / f"{name}.yaml").exists()]
 
     def __exit__(self, *exc):
         self.double.stop()
@@ -164,7 +188,8 @@ class Cluster:
                 double.stop()
 
     def _write_connection(self) -> str:
-        """Run the project's own scripts/write_connection.py against CLI stand-ins."""
+        """Run the cluster's own scripts/write_connection.py against CLI stand-ins; its connections
+        as they are in the project's connection.env (which also holds other clusters' lines)."""
         bin_dir = self.work / "bin"
         bin_dir.mkdir(parents=True, exist_ok=True)
         token = self.double.sa_tokens.mint(self.rc.REMOTE_NAMESPACE, getattr(self.rc, "SERVICE_ACCOUNT", "x"), self.sa_token_ttl)
@@ -177,11 +202,14 @@ class Cluster:
             path.chmod(0o755)
         args = ["--kubeconfig", "admin.kubeconfig"] if self.rc.EXEC_PLUGIN is None else []
         env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-        subprocess.run([sys.executable, "scripts/write_connection.py", *args], cwd=self.project, env=env,
+        subprocess.run([sys.executable, "scripts/write_connection.py", *args], cwd=self.folder, env=env,
                        check=True, capture_output=True)
+        own = {f"AIRFLOW_CONN_{conn_id.upper()}" for conn_id, _, _ in self.rc.connections()}
         connections = {}
         for assignment in shlex.split((self.project / "connection.env").read_text(), comments=True):
             name, _, value = assignment.partition("=")
+            if name not in own:  # another cluster's (a multi-cluster project)
+                continue
             conn = json.loads(value.replace(IMAGE_HOME, str(self.project)))
             if conn["conn_type"] == "aws" and self.eks_api:  # boto3 reaches the doubles, nothing else changes
                 conn["extra"]["service_config"] = {"sts": {"endpoint_url": self.sts.url},
@@ -194,17 +222,11 @@ class Cluster:
         return self.connections[f"AIRFLOW_CONN_{self.rc.KUBERNETES_CONN_ID.upper()}"]
 
     def env(self, **extra: str) -> dict:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("AIRFLOW", "AWS_", "KPO_", "GOOGLE_", "CLOUDSDK_"))}
-        env.update(
-            AIRFLOW_HOME=str(self.airflow_home),
-            AIRFLOW__CORE__DAGS_FOLDER=str(self.project / "dags"),
-            AIRFLOW__CORE__LOAD_EXAMPLES="False",
-            PYTHONPATH=str(self.project),
-            # As in the image: the python3.X that EksPodOperator's kubeconfig runs is Airflow's own.
-            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            **self.connections,
-        )
+        return dag_env(self.project, self.airflow_home, [self], extra)
+
+    def cloud_env(self) -> dict:
+        """What the Airflow processes need for this cluster's credentials (the doubles' side)."""
+        env = {}
         if self.sts:  # the Astro deployment's workload identity, as fake static credentials
             env.update(AWS_ACCESS_KEY_ID=ASTRO_KEY, AWS_SECRET_ACCESS_KEY=ASTRO_SECRET,
                        AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true")
@@ -220,25 +242,55 @@ class Cluster:
             home.mkdir(exist_ok=True)
             env.update(GOOGLE_APPLICATION_CREDENTIALS=str(self.google_key), SSL_CERT_FILE=str(self.google.ca_file),
                        HOME=str(home))
-        env.update(extra)
-        # Only what the image holds: DAGs, triggers and exec plugins see Airflow, the runtime's
-        # providers and requirements.txt (tests/image_closure.py), not the rest of this venv.
-        return gated_env(env, self.project / "requirements.txt")
+        return env
 
     def start(self, dag_id: str, logical_date: str | None = None, **env: str) -> subprocess.Popen:
-        args = [sys.executable, "-c", RUN_DAG, str(self.project / "dags"), dag_id, *([logical_date] if logical_date else [])]
-        return subprocess.Popen(args, env=self.env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        return start_dag(self.project, self.env(**env), dag_id, logical_date)
 
     def run(self, dag_id: str, timeout: float = 600, logical_date: str | None = None, **env: str) -> RunResult:
         process = self.start(dag_id, logical_date, **env)
         return finish(process, timeout)
 
 
+def dag_env(project: Path, airflow_home: Path, clusters: list[Cluster], extra: dict) -> dict:
+    """The Airflow processes' environment: the project's DAGs, every cluster's connections and
+    credentials, only the image's packages."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "AWS_", "KPO_", "GOOGLE_", "CLOUDSDK_"))}
+    env.update(
+        AIRFLOW_HOME=str(airflow_home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(project / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        PYTHONPATH=str(project),
+        # As in the image: the python3.X that EksPodOperator's kubeconfig runs is Airflow's own.
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
+    for cluster in clusters:
+        env.update(cluster.connections)
+    credentials: dict = {}
+    for cluster in clusters:
+        clash = {k for k, v in cluster.cloud_env().items() if credentials.get(k, v) != v and k != "HOME"}
+        assert not clash, f"two clusters need different values of {clash} (one STS/Google double per env)"
+        credentials.update(cluster.cloud_env())
+    env.update(credentials)
+    env.update(extra)
+    # Only what the image holds: DAGs, triggers and exec plugins see Airflow, the runtime's
+    # providers and requirements.txt (tests/image_closure.py), not the rest of this venv.
+    return gated_env(env, project / "requirements.txt")
+
+
+def start_dag(project: Path, env: dict, dag_id: str, logical_date: str | None = None) -> subprocess.Popen:
+    args = [sys.executable, "-c", RUN_DAG, str(project / "dags"), dag_id, *([logical_date] if logical_date else [])]
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
 def finish(process: subprocess.Popen, timeout: float = 600) -> RunResult:
     output, _ = process.communicate(timeout=timeout)
     state = next((line.split()[-1] for line in output.splitlines() if line.startswith("DAG_RUN_STATE")), "error")
-    return RunResult(state=state, log=output, returncode=process.returncode)
+    tasks = dict(line.split()[1:3] for line in output.splitlines() if line.startswith("TASK_STATE "))
+    run_id = next((line.split()[-1] for line in output.splitlines() if line.startswith("DAG_RUN_ID ")), "")
+    return RunResult(state=state, log=output, returncode=process.returncode, tasks=tasks, run_id=run_id)
 
 
 def variant(project: Path, tmp: Path, *, deferrable: bool = True, retries: int | None = None,
@@ -281,3 +333,184 @@ def migrate(home: Path) -> Path:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {"AIRFLOW_HOME": str(home)}
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
     return home
+
+
+# -- multi-cluster projects ------------------------------------------------------------------------
+
+def add_cluster(project: Path, template: Path, answers: dict) -> subprocess.CompletedProcess:
+    """The template's add command, run in the project as its README says:
+    `cookiecutter <template> --directory cluster --no-input key=value ...`."""
+    cookiecutter = Path(sys.executable).parent / "cookiecutter"
+    args = [f"{key}={'yes' if value is True else 'no' if value is False else value}" for key, value in answers.items()]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "KPO_"))}
+    config = project.parent / ".cookiecutter-config.yaml"  # the user's replay folder stays untouched
+    config.write_text(json.dumps({"replay_dir": str(project.parent / ".cookiecutter-replay"),
+                                  "cookiecutters_dir": str(project.parent / ".cookiecutters")}))
+    env["COOKIECUTTER_CONFIG"] = str(config)
+    done = subprocess.run([str(cookiecutter), str(template), "--directory", "cluster", "--no-input", *args],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"add {answers}: {done.stdout}\n{done.stderr}"
+    return done
+
+
+def cluster_parts(project: Path) -> dict[str, str]:
+    """{cluster name: its folder in the project}: the primary ("") first, then each added one."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("primary_rc", project / "include" / "remote_cluster.py")
+    primary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(primary)
+    parts = {primary.CLUSTER_NAME: ""}
+    for found in sorted((project / "clusters").glob("*/cluster.json")):
+        parts[json.loads(found.read_text())["answers"]["cluster_id"]] = f"clusters/{found.parent.name}"
+    return parts
+
+
+class Clusters:
+    """A multi-cluster project wired to one set of doubles per cluster (see the module docstring).
+
+    ``options``: per cluster name, the keyword arguments of its ``Cluster`` (role=, double_options=,
+    namespace_limits=, ...), e.g. ``{"eks-main": {"role": EMPTY_ROLE}}``."""
+
+    def __init__(self, project: Path, airflow_home: Path, work: Path, options: dict[str, dict] | None = None):
+        import shutil
+
+        self.project = work / "clusters-project" / project.name  # one copy: connection.env is shared
+        shutil.copytree(project, self.project)
+        self.airflow_home = airflow_home
+        self.work = work
+        options = options or {}
+        parts = cluster_parts(self.project)
+        unknown = set(options) - set(parts)
+        assert not unknown, f"no such cluster in the project: {unknown} (it has {list(parts)})"
+        self.members = {name: Cluster(self.project, airflow_home, work / f"cluster-{i}", part=part, copy=False,
+                                      **options.get(name, {}))
+                        for i, (name, part) in enumerate(parts.items())}
+        self._stack = contextlib.ExitStack()
+
+    def __getitem__(self, name: str) -> Cluster:
+        return self.members[name]
+
+    def __enter__(self) -> Clusters:
+        with contextlib.ExitStack() as stack:
+            for member in self.members.values():  # each writes its own lines into connection.env
+                stack.enter_context(member)
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc):
+        self._stack.close()
+
+    @property
+    def connections(self) -> dict[str, str]:
+        return {k: v for member in self.members.values() for k, v in member.connections.items()}
+
+    def env(self, **extra: str) -> dict:
+        return dag_env(self.project, self.airflow_home, list(self.members.values()), extra)
+
+    def run(self, dag_id: str, timeout: float = 600, executor: bool = False, **env: str) -> RunResult:
+        """Run one DAG. executor=False: ``dag.test()``, tasks one after another in one process.
+        executor=True: through the LocalExecutor, an execution API server and a triggerer, tasks
+        (and deferred pods) at once; the result's log then holds the task and trigger logs."""
+        if not executor:
+            return finish(start_dag(self.project, self.env(**env), dag_id), timeout)
+        with AirflowServices(self.env(**env), self.work / "services") as services:
+            result = finish(start_dag(self.project, services.env, dag_id), timeout)
+        result.log += task_logs(self.airflow_home, dag_id, result.run_id)
+        return result
+
+
+class AirflowServices:
+    """An execution API server and a triggerer for one environment (and AIRFLOW_HOME), so that
+    ``dag.test(use_executor=True)`` runs tasks in LocalExecutor workers and deferred tasks'
+    triggers in a triggerer, as a deployment does. Stopped (their process groups) on exit."""
+
+    def __init__(self, env: dict, work: Path, parallelism: int = 8):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = env | {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(16).hex(),  # the same for all: tokens made by one, read by another
+            "AIRFLOW__API__WORKERS": "1",
+            "KPO_TEST_USE_EXECUTOR": "1",
+        }
+        self.work = work
+        self.port = port
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def __enter__(self) -> AirflowServices:
+        self.work.mkdir(parents=True, exist_ok=True)
+        commands = {"api-server": ["api-server", "--apps", "execution", "--host", "127.0.0.1", "--port", str(self.port),
+                                   "--workers", "1"],
+                    "triggerer": ["triggerer", "--skip-serve-logs"]}
+        try:
+            for name, args in commands.items():
+                with open(self.work / f"{name}.log", "ab") as out:
+                    self.processes[name] = subprocess.Popen([sys.executable, "-m", "airflow", *args], env=self.env,
+                                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self._wait_for_api_server()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_for_api_server(self, timeout: float = 180) -> None:
+        import urllib.error
+        import urllib.request
+
+        deadline = time.time() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/execution/health", timeout=2).close()
+                return
+            except (urllib.error.URLError, OSError):
+                pass
+            for name, process in self.processes.items():
+                assert process.poll() is None, f"{name} exited: {self.log(name)[-3000:]}"
+            assert time.time() < deadline, f"api-server not up in {timeout} s: {self.log('api-server')[-3000:]}"
+            time.sleep(0.3)
+
+    def log(self, name: str) -> str:
+        path = self.work / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def __exit__(self, *exc):
+        for process in self.processes.values():
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def task_logs(airflow_home: Path, dag_id: str, run_id: str) -> str:
+    """The task (and trigger) log files of one run, each under a '=== <file> ===' line."""
+    folder = airflow_home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    parts = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()) if run_id else []:
+        parts.append(f"\n=== {path.relative_to(folder)} ===\n{path.read_text(errors='replace')}")
+    return "".join(parts)
+
+
+def template_copy(target: Path) -> Path:
+    """A copy of this working tree's template files (git-tracked and untracked, not ignored), as a
+    user's clone would hold them: the template the add command is given."""
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root, check=True,
+                            capture_output=True, text=True).stdout.splitlines()
+    for rel in listed:
+        if (root / rel).is_file() and not rel.startswith(("out/", ".venv")):
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, target / rel)
+    return target
