@@ -454,8 +454,8 @@ def refused_lines(done: subprocess.CompletedProcess) -> list[str]:
 
 
 @pytest.mark.parametrize("answers,fields", REFUSED)
-def test_bad_answers_are_refused_one_line_each_and_nothing_is_written(scenario, answers, fields):
-    project = state(scenario, "azure", 1)
+def test_bad_answers_are_refused_one_line_each_and_nothing_is_written(scenario, answers, fields, tmp_path):
+    project = shutil.copytree(state(scenario, "azure", 1), tmp_path / "project")  # an add let through stays here
     before = tree_hash(files(project))
     lines = refused_lines(add_cluster(project, answers))
     assert [line.split(":")[1].strip() for line in lines] == fields, lines
@@ -474,7 +474,7 @@ def test_outside_a_project_is_refused(tmp_path):
 
 def test_an_answer_is_data_never_a_template(scenario, tmp_path):
     marker = tmp_path / "pwned"
-    project = state(scenario, "azure", 1)
+    project = shutil.copytree(state(scenario, "azure", 1), tmp_path / "project")
     before = tree_hash(files(project))
     attack = "{{ cycler.__init__.__globals__.os.system('touch " + str(marker) + "') }}"
     lines = refused_lines(add_cluster(project, {"cluster_id": "x8", "namespace": attack}))
@@ -484,8 +484,8 @@ def test_an_answer_is_data_never_a_template(scenario, tmp_path):
 
 # ---- manage.py ---------------------------------------------------------------------------------------------
 
-def test_manage_refuses_in_one_line(scenario):
-    project = state(scenario, "azure", 1)
+def test_manage_refuses_in_one_line(scenario, tmp_path):
+    project = shutil.copytree(state(scenario, "azure", 1), tmp_path / "project")
     before = tree_hash(files(project))
     for args, field in ((["remove", "nope"], "cluster_id"), (["remove", "gpu-cluster"], "cluster_id"),
                         (["update"], "--template")):
