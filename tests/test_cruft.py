@@ -120,3 +120,54 @@ def test_bad_answers_are_refused_by_cruft_too(template, tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("ERROR: namespace:")
     assert not (tmp_path / "bad" / "remote_kpo").exists()
+
+
+def tree(root: Path, under: str) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted((root / under).rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+def test_update_keeps_added_clusters_and_manage_update_brings_the_change_to_them(template, tmp_path):
+    """A generic project with an EKS cluster added by the add command: `cruft update` applies a
+    template change to the project and leaves clusters/ and the managed blocks alone; then
+    `clusters/manage.py update` brings the same change into the cluster's part."""
+    # As in this repository: the template's .env is tracked although the project's .gitignore names it.
+    sh("git", "add", "-f", "-A", cwd=template)
+    sh("git", "commit", "-qm", "the project's ignored files too", cwd=template)
+    out = tmp_path / "out"
+    out.mkdir()
+    project = create(template, out, cloud="generic", namespace="team-jobs")
+    add = [str(Path(sys.executable).parent / "cookiecutter"), str(template), "--directory", "cluster", "--no-input",
+           "cluster_id=eks-batch", "cloud=aws", "namespace=batch-jobs", "aws_account_id=345678901234"]
+    sh(*add, cwd=project)
+    assert "apache-airflow-providers-amazon" in (project / "requirements.txt").read_text(), "the add's sync block"
+    commit(project, "added eks-batch")
+    clusters_before = tree(project, "clusters")
+    requirements_before = (project / "requirements.txt").read_text()
+
+    change = "# template v2: a comment every cluster part gets\n"
+    for rel in ("include/remote_pod.py", "requirements.txt"):
+        path = template / "{{cookiecutter.project_slug}}" / rel
+        path.write_text(path.read_text() + change if rel.endswith(".py") else change + path.read_text())
+    new_commit = commit(template, "v2")
+
+    sh(CRUFT, "update", "--skip-apply-ask", "--allow-untracked-files", cwd=project)
+    assert json.loads((project / ".cruft.json").read_text())["commit"] == new_commit
+    assert (project / "include/remote_pod.py").read_text().endswith(change)
+    assert (project / "requirements.txt").read_text() == change + requirements_before, \
+        "the template's change applied, the managed provider block kept"
+    assert not list(project.rglob("*.rej"))
+    assert tree(project, "clusters") == clusters_before, "cruft leaves the added clusters alone"
+    names = sh(sys.executable, "-c", "import clusters; print(clusters.names())", cwd=project)
+    assert names.stdout.strip() == "['gpu-cluster', 'eks-batch']"
+
+    part = project / "clusters" / "eks_batch" / "include" / "remote_pod.py"
+    assert not part.read_text().endswith(change)
+    done = sh(sys.executable, "clusters/manage.py", "update", "--template", str(template), cwd=project)
+    assert part.read_text().endswith(change), done.stdout + done.stderr
+    changed = {rel for rel, data in tree(project, "clusters").items() if clusters_before.get(rel) != data}
+    assert changed == {"clusters/eks_batch/include/remote_pod.py", "clusters/eks_batch/cluster.json"}, changed
+    # Without --template it takes .cruft.json's template at its commit, the one cruft just applied.
+    again = sh(sys.executable, "clusters/manage.py", "update", cwd=project)
+    assert "nothing to change" in again.stderr, again.stdout + again.stderr
+    assert sh(CRUFT, "check", cwd=project).returncode == 0
