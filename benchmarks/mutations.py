@@ -110,6 +110,23 @@ MUTATIONS = [
     Mutation("setup_remote.sh asks can-i for pods/log as TYPE/NAME again", f"{TEMPLATE}/scripts/setup_remote.sh",
              '    [ "$3" = - ] || CAN_I+=(--subresource "$3")', '    [ "$3" = - ] || CAN_I=(auth can-i "$1" "$2/$3")',
              ["tests/test_setup_scripts.py -k missing_subresource"]),
+    Mutation("clusters: sync adds a plugin the project's image already has", "cluster/files/clusters/manage.py",
+             """if tool and tool["name"] not in tools and f" /usr/local/bin/{tool['name']} " not in text:""",
+             """if tool and tool["name"] not in tools:""",
+             ["tests/test_add_cluster.py -k plugin_once or hadolint"]),
+    Mutation("clusters: remove leaves the cluster's connection blocks", "cluster/files/clusters/manage.py",
+             "    if writer.exists() and subprocess.run(", "    if False and subprocess.run(",
+             ["tests/test_add_cluster.py -k restores"]),
+    Mutation("clusters: a connection writer rewrites connection.env whole", f"{TEMPLATE}/scripts/write_connection.py",
+             '    lines = current.splitlines() or ["# Load', '    lines = [] or ["# Load',
+             ["tests/test_cluster_part.py -k replaces_only"]),
+    Mutation("clusters: the registry loads added clusters from the primary's package", "cluster/files/clusters/__init__.py",
+             'Cluster(name, f"{HERE.name}.{key}.include", key, added=True)', 'Cluster(name, "include", key, added=True)',
+             ["tests/test_cluster_dags.py -k one_pod_per_cluster"]),
+    Mutation("clusters: the preflight report never fails", "cluster/files/dags/check_remote_clusters.py",
+             """            raise AirflowFailException(f"not ready: {'; '.join(not_ready)}")""",
+             """            print(f"not ready: {'; '.join(not_ready)}")""",
+             ["tests/test_cluster_dags.py -k report_fails"]),
 ]
 
 

@@ -407,6 +407,11 @@ class _Handler(BaseHTTPRequestHandler):
         return json.loads(self.rfile.read(length) or b"{}") if length else {}
 
     def _send(self, code: int, payload: dict, extra_headers: dict | None = None) -> None:
+        # Recorded before the answer leaves: a client that reads requests right after its call
+        # returns finds it there (recording after the write raced with such readers).
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is not None:
+            self.double.record(**pending, status=code)
         data = json.dumps(payload).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -441,8 +446,11 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"Retry-After": "1"} if status == 429 else {}
             return self._send(status, _status(status, "TooManyRequests" if status == 429 else "InternalError",
                                               "injected fault"), headers)
+        self._pending = entry  # _send records it; a streamed answer (watch, exec) is recorded here
         code = self._route(method, url.path, query, body, identity, entry)
-        self.double.record(**entry, status=code)
+        if self._pending is not None:
+            self._pending = None
+            self.double.record(**entry, status=code)
 
     def _deny(self, identity: Identity, verb: str, resource: str, name: str | None, namespace: str) -> int:
         target = f'{resource.split("/")[0]} "{name}"' if name else resource.split("/")[0]
