@@ -12,7 +12,9 @@ ServiceAccount token. The Airflow processes see only the image's packages.
   API server and a triggerer, as deployed: ``dag.test()`` alone would run them one after the other);
 - check_remote_clusters passes on both, each cluster asked about exactly its own permissions;
 - with the Role emptied on one cluster only, that cluster's permissions step fails, every step of
-  the other succeeds, and the report fails naming exactly the broken cluster (both ways round).
+  the other succeeds, and the report fails naming exactly the broken cluster (both ways round);
+- the other way round (a generic project takes an EKS cluster): both pods at once again, and the
+  added EKS cluster signs in with its own plugin path, runner role, external id and RBAC group.
 """
 
 from __future__ import annotations
@@ -79,12 +81,15 @@ def test_the_project_has_both_clusters(project, airflow_home, tmp_path):
         assert clusters[NAMES[0]].sts and not clusters[NAMES[1]].sts, "EKS through STS; the generic one by token"
 
 
-def test_remote_kpo_clusters_runs_a_pod_on_each_cluster_at_once(project, airflow_home, tmp_path):
-    options = {name: {"double_options": {"extra_run_seconds": RUN_SECONDS}} for name in NAMES}
+@pytest.mark.parametrize("layout", ["eks+generic", "generic+eks"])
+def test_remote_kpo_clusters_runs_a_pod_on_each_cluster_at_once(request, airflow_home, tmp_path, layout):
+    project = request.getfixturevalue("project" if layout == "eks+generic" else "reverse_project")
+    names = list(cluster_parts(project))
+    options = {name: {"double_options": {"extra_run_seconds": RUN_SECONDS}} for name in names}
     with Clusters(project, airflow_home, tmp_path, options) as clusters:
         result = clusters.run("remote_kpo_clusters", executor=True)
         assert result.succeeded, result.log[-6000:]
-        assert result.tasks == {f"hello_{key(clusters, n)}": "success" for n in NAMES} | {"use_results": "success"}, \
+        assert result.tasks == {f"hello_{key(clusters, n)}": "success" for n in names} | {"use_results": "success"}, \
             result.tasks
         lifetimes = {}
         for name, member in clusters.members.items():
@@ -101,8 +106,10 @@ def test_remote_kpo_clusters_runs_a_pod_on_each_cluster_at_once(project, airflow
         first_deleted = min(end for _, end in lifetimes.values())
         last_created = max(start for start, _ in lifetimes.values())
         assert last_created < first_deleted, f"the pods ran one after the other, not at once: {lifetimes}"
-        # The EKS pod's token came through the STS double with the project's external id.
-        assert clusters[NAMES[0]].sts.calls, "the EKS cluster's exec plugin assumed the runner role"
+        # The EKS pod's token came through the STS double: its exec plugin (run by the worker and by
+        # the triggerer) assumed the runner role.
+        (eks,) = [member for member in clusters.members.values() if member.sts]
+        assert eks.sts.calls and {c["ExternalId"] for c in eks.sts.calls} == {eks.rc.RUNNER_EXTERNAL_ID}
         assert "trigger completed" in result.log, "the pods were watched by the triggerer (deferred)"
 
 
@@ -135,3 +142,36 @@ def test_a_cluster_without_its_role_fails_alone_and_is_named(project, airflow_ho
         assert f"Remote cluster {healthy}: ready" in result.log
         granted = yaml.safe_load((clusters[healthy].folder / "k8s" / "role.yaml").read_text())
         assert granted["rules"], "the healthy cluster kept its Role"
+
+
+# The other way round: a generic project takes an EKS cluster (its token plugin at
+# clusters/eks_batch/include/kube_auth/eks_token.py, its own runner role, external id and RBAC group).
+REVERSE_PRIMARY = {"cloud": "generic", "xcom": False, "cluster_name": "onprem-main", "namespace": "main-jobs"}
+REVERSE_ADDED = {"cluster_id": "eks-batch", "cloud": "aws", "namespace": "batch-jobs", "xcom": True,
+                 "aws_account_id": "345678901234"}
+
+
+@pytest.fixture(scope="module")
+def reverse_project(render, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("multi-cluster-reverse")
+    target = work / "project" / "remote_kpo"
+    shutil.copytree(render(REVERSE_PRIMARY).path, target)
+    add_cluster(target, template_copy(work / "template"), REVERSE_ADDED)
+    return target
+
+
+def test_an_added_eks_cluster_signs_in_as_its_own_role(reverse_project, airflow_home, tmp_path):
+    with Clusters(reverse_project, airflow_home, tmp_path) as clusters:
+        eks = clusters["eks-batch"]
+        assert eks.rc.EXEC_PLUGIN["args"][0] == "/usr/local/airflow/clusters/eks_batch/include/kube_auth/eks_token.py"
+        result = clusters.run("check_remote_clusters")
+        assert result.succeeded, result.log[-6000:]
+        assert set(result.tasks.values()) == {"success"} and len(result.tasks) == 11, result.tasks
+        assert eks.rc.RUNNER_EXTERNAL_ID == "remote-kpo-eks-batch-remote-kpo"
+        assert eks.sts.calls and {c["ExternalId"] for c in eks.sts.calls} == {eks.rc.RUNNER_EXTERNAL_ID}
+        assert "authenticated as arn:aws:sts::345678901234:assumed-role/remote-kpo-eks-batch-kpo-runner/" in result.log
+        # EKS maps the role to the cluster's own group (access entry), which its own RoleBinding names.
+        assert eks.manifest("rolebinding")["subjects"] == [{"kind": "Group", "name": "airflow-kpo-runners-eks-batch",
+                                                            "apiGroup": "rbac.authorization.k8s.io"}]
+        assert "groups=airflow-kpo-runners-eks-batch" in result.log
+        assert "Remote cluster onprem-main: ready" in result.log and "Remote cluster eks-batch: ready" in result.log
