@@ -381,6 +381,9 @@ def test_every_added_clusters_pool_is_created_then_left_alone(deploy, render):
     done = d.run("--deployment-id", DEPLOYMENT_ID)
     assert done.returncode == 0, done.stdout + done.stderr
     assert d.astro.changes() == plan
+    # The next step names the preflight and the example that cover every cluster.
+    assert "Dags > check_remote_clusters > Trigger" in done.stdout and "/dags/check_remote_clusters/dagRuns" in done.stdout
+    assert "trigger remote_kpo_clusters." in done.stdout
     # Every cluster's connection is loaded as the CLI reads the file (gcp's has an apostrophe in it).
     assert d.loaded() == {key: {"secret": True, "value": value} for key, value in d.connection_env().items()}
     pools = d.astro.state["deployments"][DEPLOYMENT_ID]["pools"]

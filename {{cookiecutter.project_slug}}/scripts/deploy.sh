@@ -246,9 +246,13 @@ load_variables
 ensure_pool
 ensure_cluster_pools
 change astro deploy "$DEPLOYMENT_ID"
-printf '\nnext: trigger the preflight in the deployment: open %s, Dags > check_remote_cluster > Trigger;\n' "$URL"
+# With added clusters, the preflight and the example that cover every cluster.
+PREFLIGHT=check_remote_cluster
+EXAMPLE=remote_kpo
+if [ "${#CLUSTER_DIRS[@]}" -gt 0 ]; then PREFLIGHT=check_remote_clusters; EXAMPLE=remote_kpo_clusters; fi
+printf '\nnext: trigger the preflight in the deployment: open %s, Dags > %s > Trigger;\n' "$URL" "$PREFLIGHT"
 printf 'or with a Deployment API token:\n'
 # shellcheck disable=SC2016  # $ASTRO_API_TOKEN is for the user's shell, printed as is
 printf '  curl -X POST "%s" -H "Authorization: Bearer $ASTRO_API_TOKEN" -H "Content-Type: application/json" -d %s\n' \
-    "$URL/api/v2/dags/check_remote_cluster/dagRuns" "'{\"logical_date\": null}'"
-printf 'When it reports ready, trigger remote_kpo.\n'
+    "$URL/api/v2/dags/$PREFLIGHT/dagRuns" "'{\"logical_date\": null}'"
+printf 'When it reports ready, trigger %s.\n' "$EXAMPLE"
