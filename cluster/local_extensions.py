@@ -65,8 +65,14 @@ def refuse_bad_answers(environment, answers) -> str:
     print("\n".join(errors.values()), file=sys.stderr, flush=True)
     kept = main.kept_answers(answers, set(errors), None)
     kept = {k: v for k, v in kept.items() if k != "project" and not (k in derived and v == derived[k])}
+    retry = main.retry_words(kept)
+    if set(errors) == {"project"}:  # nothing to fix in the answers: only where the command runs
+        retry = [w for i, w in enumerate(retry) if w not in ("-o", "--output-dir")
+                 and (i == 0 or retry[i - 1] not in ("-o", "--output-dir"))]
+        print("Nothing was written. cd <your project folder>, then run:\n  " + main.shell_lines(retry), flush=True)
+        raise SystemExit(1)
     print(f"Nothing was written. To retry with your other answers, replace each {main.FIX} below and run:\n  "
-          + main.shell_lines(main.retry_words(kept)), flush=True)
+          + main.shell_lines(retry), flush=True)
     raise SystemExit(1)
 
 

@@ -463,13 +463,17 @@ def test_bad_answers_are_refused_one_line_each_and_nothing_is_written(scenario, 
 
 
 def test_outside_a_project_is_refused(tmp_path):
-    lines = refused_lines(add_cluster(tmp_path, {"cluster_id": "gke-gpu"}))
+    done = add_cluster(tmp_path, {"cluster_id": "gke-gpu"})
+    lines = refused_lines(done)
     assert [line.split(":")[1].strip() for line in lines] == ["project"]
     assert list(tmp_path.iterdir()) == []
+    # nothing in the answers to fix: the retry is the same command, from the project folder
+    assert "<FIX>" not in done.stdout and "cd <your project folder>, then run:" in done.stdout, done.stdout
     # -o names the project instead of the current folder
     done = run(BIN / "cookiecutter", "--no-input", ROOT, "--directory", "cluster", "-o", tmp_path / "nowhere",
                "cluster_id=gke-gpu", cwd=tmp_path)
     assert [line.split(":")[1].strip() for line in refused_lines(done)] == ["project"]
+    assert "<FIX>" not in done.stdout and "nowhere" not in done.stdout, done.stdout
 
 
 def test_an_answer_is_data_never_a_template(scenario, tmp_path):
@@ -548,3 +552,84 @@ def test_the_cluster_questions_match_the_main_templates():
         if key.split("_")[0] in CONFIG["_clouds"]:
             assert prompts[key] == main_prompts[key], key
     assert list(CLUSTER_CONFIG)[0] == "cluster_id" and CLUSTER_CONFIG["cluster_name"] == "{{ cookiecutter.cluster_id }}"
+
+
+# ---- review fixes: GPU node group per Kubernetes cluster, notes, remove guards --------------------------------
+
+@pytest.mark.parametrize("name,n,gpu_primary,answers", [
+    # generic project with eks-gpu (aws, GPU, default account, us-west-2): another entry for the same EKS cluster
+    ("generic", 2, False, {"cluster_id": "eks-gpu2", "cloud": "aws", "cluster_name": "eks-gpu", "namespace": "other",
+                           "gpu_node_group": True, "aws_region": "us-west-2"}),
+    # aws primary ml-prod-eu (210987654321, eu-west-1) with its GPU DAG: an added entry for the same cluster
+    ("aws", 0, True, {"cluster_id": "eks-two", "cloud": "aws", "cluster_name": "ml-prod-eu", "namespace": "other",
+                      "gpu_node_group": True, "aws_account_id": "210987654321", "aws_region": "eu-west-1"}),
+], ids=["added", "primary"])
+def test_two_gpu_node_groups_on_one_kubernetes_cluster_are_refused(scenario, tmp_path, name, n, gpu_primary, answers):
+    project = shutil.copytree(state(scenario, name, n), tmp_path / "project")
+    if gpu_primary:
+        settings_ = project / "include" / "remote_cluster.py"
+        settings_.write_text(settings_.read_text().replace("GPU_NODE_GROUP = False", "GPU_NODE_GROUP = True", 1))
+    before = tree_hash(files(project))
+    lines = refused_lines(add_cluster(project, answers))
+    assert [line.split(":")[1].strip() for line in lines] == ["gpu_node_group"], lines
+    assert "airflow-gpu-remote-kpo" in lines[0]
+    assert tree_hash(files(project)) == before
+
+
+def test_add_next_steps_end_with_deploy_and_note_identity_federation_across_clouds(scenario):
+    gcp_on_aws, aws_on_generic, gcp_on_gcp = log(scenario, "aws", 1), log(scenario, "generic", 1), log(scenario, "gcp", 1)
+    for text in (gcp_on_aws, aws_on_generic, gcp_on_gcp):
+        steps = [line for line in text.splitlines() if re.match(r"  \d+\. ", line)]
+        assert "scripts/deploy.sh --deployment-id <id>" in steps[-1], steps
+    assert "workload identity federation" in gcp_on_aws and "OIDC web identity" in aws_on_generic
+    assert "workload identity" not in gcp_on_gcp  # same cloud as the deployment's: nothing to federate
+
+
+def test_remove_says_what_stays_outside_the_project(scenario):
+    for name, n, wanted in (("aws", 5, ["namespace batch", "role assignment", "AIRFLOW_CONN_REMOTE_KUBERNETES_AKS_CPU",
+                                        "remote_kpo_aks_cpu"]),
+                            ("aws", 6, ["namespace ml-gpu", "astro-gpu@ml-gpu-prod.iam.gserviceaccount.com",
+                                        "AIRFLOW_CONN_GKE_TRAIN, AIRFLOW_CONN_GKE_TRAIN_GCP"]),
+                            ("generic", 4, ["IAM role ml-batch-eks-cpu-kpo-runner", "access entry on cpu-eks"]),
+                            ("gcp", 4, ["ServiceAccount", "stays valid until it expires", "remote_kpo_onprem"])):
+        text = log(scenario, name, n)
+        namespace = re.search(r"namespace (\S+) with", text).group(1)
+        assert f"kubectl delete namespace {namespace}" in text
+        for part in wanted:
+            assert part in text, (name, n, part)
+
+
+def test_remove_refuses_while_dags_use_the_cluster_or_its_files_were_edited(scenario, tmp_path):
+    project = shutil.copytree(state(scenario, "aws", 3), tmp_path / "project")
+    (project / "dags" / "mine.py").write_text('from clusters import cluster_args\nARGS = cluster_args("aks-cpu")\n')
+    (project / "dags" / "other.py").write_text("from clusters import cluster_args\nARGS = cluster_args('gke-two')\n")
+    preflight = project / "clusters" / "aks_cpu" / "include" / "preflight.py"
+    preflight.write_text(preflight.read_text() + "# mine\n")
+    before = tree_hash(files(project))
+    done = manage(project, "remove", "aks-cpu")
+    lines = refused_lines(done)
+    assert len(lines) == 2 and "dags/mine.py" in lines[0] and "other.py" not in lines[0], lines
+    assert "clusters/aks_cpu/include/preflight.py" in lines[1] and "--force" in lines[1], lines
+    assert tree_hash(files(project)) == before
+    done = manage(project, "remove", "aks-cpu", "--force")
+    assert done.returncode == 0 and not (project / "clusters" / "aks_cpu").exists(), done.stderr
+    # the last cluster: any DAG importing the registry stops loading with it
+    project = shutil.copytree(state(scenario, "gcp", 3), tmp_path / "last")
+    (project / "dags" / "mine.py").write_text("import clusters\n")
+    lines = refused_lines(manage(project, "remove", "onprem"))
+    assert len(lines) == 1 and "dags/mine.py" in lines[0] and "import clusters" in lines[0], lines
+
+
+def test_removing_the_last_cluster_names_the_lines_of_an_edited_block(scenario, tmp_path):
+    project = shutil.copytree(state(scenario, "aws", 1), tmp_path / "project")
+    requirements = project / "requirements.txt"
+    requirements.write_text(requirements.read_text().replace("apache-airflow-providers-google==",
+                                                             "apache-airflow-providers-google>="))
+    edited = requirements.read_text().splitlines(keepends=True)
+    done = manage(project, "remove", "gke-gpu")
+    assert done.returncode == 0, done.stderr
+    (note,) = [line for line in done.stderr.splitlines() if line.startswith("requirements.txt:")]
+    first, last = map(int, re.search(r"delete lines (\d+)-(\d+) ", note).groups())
+    assert "make the block hold" not in note
+    kept = "".join(edited[:first - 1] + edited[last:])
+    assert kept == (state(scenario, "aws", 0) / "requirements.txt").read_text()

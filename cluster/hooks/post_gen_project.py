@@ -25,6 +25,9 @@ import yaml
 
 say = partial(print, file=sys.stderr)  # like the main template's hook: stdout stays clean
 # What of a render belongs to the cluster (folders whole, when the options kept them).
+# How a deployment on another cloud reaches an added aws/gcp cluster.
+FEDERATION = {"aws": "AWS: an IAM role it assumes through OIDC web identity",
+              "gcp": "GCP: workload identity federation"}
 PART = ["include", "k8s", "aws", "gcp", "scripts/setup_remote.sh", "scripts/write_connection.py"]
 
 
@@ -152,8 +155,14 @@ def main(answers: dict) -> int:
     steps = [line.replace("scripts/setup_remote.sh", f"clusters/{pkg}/scripts/setup_remote.sh")
              for line in config["_clouds"][cloud]["next_steps"] if not line.startswith("astro dev")]
     steps.append("astro dev restart      # then trigger check_remote_clusters: every cluster green")
+    steps.append("scripts/deploy.sh --deployment-id <id>   # every connection and pool, then astro deploy")
     for n, line in enumerate(steps, 1):
         say(f"  {n}. {line}")
+    primary_cloud = load(project / "include" / "remote_cluster.py", "_kpo_primary_cluster").CLOUD
+    if verb == "Added" and cloud != primary_cloud and cloud in FEDERATION:
+        say(f"  Note: deployed, Astro gives the deployment the workload identity of the cloud it runs in; this {cloud}\n"
+            f"  cluster, reached from a deployment on another cloud, needs that identity federated ({FEDERATION[cloud]}).\n"
+            "  Locally your own credentials work.")
     return 0
 
 

@@ -53,18 +53,35 @@ def connection_ids(answers: dict) -> set[str]:
     return {conn_id, f"{conn_id}_{answers['cloud']}"} if extra else {conn_id}
 
 
+def gpu_cluster(cloud: str, cluster_name: str, gpu, where: tuple[str, str]) -> tuple | None:
+    """The Kubernetes cluster a GPU node group is made in (cloud, name, account/project, region/location),
+    None without one: two entries with the same one would create and delete the same node group."""
+    return (cloud, cluster_name, *where) if gpu in (True, "True") and cloud in ("aws", "gcp") else None
+
+
 def clusters(project: Path) -> list[dict]:
     """Every cluster of the project: the primary first, then the added ones."""
     rc = load(project / "include" / "remote_cluster.py", "_kpo_primary_cluster")
+    place = {"aws": ("AWS_ACCOUNT_ID", "AWS_REGION"), "gcp": ("GCP_PROJECT_ID", "GCP_LOCATION")}.get(rc.CLOUD, ())
     found = [{"id": rc.CLUSTER_NAME, "where": "include/remote_cluster.py", "answers": None,
               "cluster_name": rc.CLUSTER_NAME, "namespace": rc.REMOTE_NAMESPACE,
-              "connections": {conn_id for conn_id, _, _ in rc.connections()}}]
+              "connections": {conn_id for conn_id, _, _ in rc.connections()},
+              "gpu": gpu_cluster(rc.CLOUD, rc.CLUSTER_NAME, getattr(rc, "GPU_NODE_GROUP", False),
+                                 tuple(getattr(rc, name, "") for name in place))}]
     for path in sorted((project / "clusters").glob("*/cluster.json")):
         answers = json.loads(path.read_text())["answers"]
         found.append({"id": answers["cluster_id"], "where": path.parent.relative_to(project).as_posix(),
                       "answers": answers, "cluster_name": answers["cluster_name"],
-                      "namespace": answers["namespace"], "connections": connection_ids(answers)})
+                      "namespace": answers["namespace"], "connections": connection_ids(answers),
+                      "gpu": gpu_of(answers)})
     return found
+
+
+def gpu_of(answers: dict) -> tuple | None:
+    cloud = answers["cloud"]
+    place = {"aws": ("aws_account_id", "aws_region"), "gcp": ("gcp_project_id", "gcp_location")}.get(cloud, ())
+    return gpu_cluster(cloud, answers["cluster_name"], answers.get("gpu_node_group"),
+                       tuple(answers.get(name, "") for name in place))
 
 
 def collisions(answers: dict, project: Path, slug: str, clouds: dict, bad: set[str]) -> dict[str, str]:
@@ -93,6 +110,12 @@ def collisions(answers: dict, project: Path, slug: str, clouds: dict, bad: set[s
             found["namespace"] = (f"ERROR: namespace: {answers['namespace']!r} on {answers['cluster_name']!r} is "
                                   f"cluster {other['id']}'s ({other['where']}); one namespace per cluster entry, "
                                   f"e.g. {answers['namespace'][:30]}-{cluster_id}")
+        if not {"gpu_node_group", "cluster_name"} & bad and gpu_of(answers) and gpu_of(answers) == other["gpu"]:
+            cloud, name, *where = other["gpu"]
+            found["gpu_node_group"] = (f"ERROR: gpu_node_group: cluster {other['id']} ({other['where']}) already has "
+                                       f"the GPU node group of {cloud} cluster {name} ({'/'.join(where)}): both would "
+                                       "create and delete node group airflow-gpu-remote-kpo and each runner's IAM could "
+                                       "delete the other's; answer no here, e.g. gpu_node_group=no")
     role = f"{slug.replace('_', '-')}-{cluster_id}-kpo-runner"
     if answers["cloud"] == "aws" and len(role) > IAM_ROLE_NAME_MAX and "cluster_id" not in found:
         found["cluster_id"] = (f"ERROR: cluster_id: the EKS runner role would be {role} ({len(role)} characters, IAM "

@@ -2,7 +2,7 @@
 """The clusters added to this project: list them, remove one, keep the shared files in step.
 
   python3 clusters/manage.py list                 # every cluster: the primary, then the added ones
-  python3 clusters/manage.py remove <cluster_id>  # its folder, GPU DAG, connection; then sync
+  python3 clusters/manage.py remove <cluster_id> [--force]  # its folder, GPU DAG, connection; then sync
   python3 clusters/manage.py sync                 # recompute the managed blocks of the shared files
   python3 clusters/manage.py update [--template PATH|URL]   # re-add every cluster from the template
 
@@ -84,6 +84,22 @@ def strip(lines: list[str]) -> tuple[list[str], bool]:
             kept = []
         i = stop + 1
     return kept, intact
+
+
+def managed_lines(lines: list[str]) -> list[tuple[int, int]]:
+    """1-based (first, last) line of each managed block with its markers (and the parser directive sync put
+    above a first Dockerfile block)."""
+    spans, i = [], 0
+    while i < len(lines):
+        match = BEGIN.fullmatch(lines[i])
+        stop = next((j for j in range(i + 1, len(lines)) if lines[j] == match.group(1) + END), None) if match else None
+        if stop is None:
+            i += 1
+            continue
+        first = 0 if i == 1 and lines[0] == SYNTAX else i
+        spans.append((first + 1, stop + 1))
+        i = stop + 1
+    return spans
 
 
 def requirement(line: str) -> tuple[str, set[str], str] | None:
@@ -232,6 +248,11 @@ def sync(root: Path = ROOT) -> tuple[list[str], list[str]]:
         result = "\n".join(wanted) + "\n" if wanted else ""
         if result == text:
             continue
+        if not intact and not blocks:  # nothing should stay: say which lines go
+            spans = ", ".join(f"{a}-{b}" for a, b in managed_lines(text.splitlines()))
+            notes.append(f"{name}: its clusters/manage.py block was edited by hand, so it is not removed; delete "
+                         f"lines {spans or '(none found)'} of {name} (the block with its marker lines)")
+            continue
         if not intact:
             summary = "; ".join(line.strip() for _, new in blocks for line in new[1:-1] if line.strip()) or "nothing"
             notes.append(f"{name}: its clusters/manage.py block was edited by hand, so it is not overwritten; "
@@ -258,7 +279,44 @@ def list_clusters(root: Path) -> int:
     return 0
 
 
-def remove(root: Path, cluster_id: str) -> int:
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def users(root: Path, match: dict, last: bool) -> list[str]:
+    """DAG files (not the combined ones, not the cluster's own) that name the cluster, or on the last one
+    import the registry: they would stop loading once it is gone."""
+    static = root / STATIC
+    own = set(json.loads(static.read_text())["files"] if static.exists() else []) | set(match["files"])
+    cid = match["answers"]["cluster_id"]
+    named = re.compile(rf"""["']{re.escape(cid)}["']""" + (r"|^\s*(?:from|import)\s+clusters\b" if last else ""), re.M)
+    return [p.relative_to(root).as_posix() for p in sorted((root / "dags").rglob("*.py"))
+            if p.relative_to(root).as_posix() not in own and named.search(p.read_text(errors="replace"))]
+
+
+def outside(root: Path, match: dict, settings: str) -> list[str]:
+    """What removing leaves outside the project: the cluster side and the deployment side."""
+    a, pkg = match["answers"], match["package"]
+    cloud, name, ns = a["cloud"], a["cluster_name"], a["namespace"]
+    role = re.search(r'^RUNNER_ROLE_ARN = ".*/([^/"]+)"', settings, re.M)
+    identity = re.search(r'^RUNNER_IDENTITY = "([^"]+)"', settings, re.M)
+    gpu = a.get("gpu_node_group") in (True, "True")
+    side = {"aws": f"IAM role {role.group(1) if role else '<slug>-' + a['cluster_id'] + '-kpo-runner'} and its EKS "
+                   f"access entry on {name}" + (" (and the GPU node role, if setup made it)" if gpu else ""),
+            "gcp": f"the IAM binding that lets {identity.group(1) if identity else 'the deployment'} reach {name} "
+                   f"(project {a.get('gcp_project_id')})",
+            "azure": f"the managed identity's role assignment on AKS cluster {name}",
+            "generic": "the ServiceAccount in that namespace: a token issued for it stays valid until it expires"}[cloud]
+    conn = a["kubernetes_conn_id"]
+    conns = [conn] + ([f"{conn}_{cloud}"] if gpu and a.get("pod_operator") != "native" else [])
+    return [f"Still outside the project for {a['cluster_id']} ({cloud}):",
+            f"  cluster {name}: namespace {ns} with its Role, RoleBinding and quota; {side}.",
+            f"    kubectl delete namespace {ns}   # in {name}'s kubectl context",
+            f"  each Astro deployment: variable(s) {', '.join('AIRFLOW_CONN_' + c.upper() for c in conns)} and pool "
+            f"remote_kpo_{pkg} (Astro UI: Deployment > Environment; Airflow UI: Admin > Pools)."]
+
+
+def remove(root: Path, cluster_id: str, force: bool = False) -> int:
     added = clusters(root)
     match = next((c for c in added if c["answers"]["cluster_id"] == cluster_id), None)
     if match is None:
@@ -267,6 +325,18 @@ def remove(root: Path, cluster_id: str) -> int:
         raise Refusal(f"cluster_id: {cluster_id!r} is not an added cluster (added: {known}; the primary "
                       f"{rc.CLUSTER_NAME} is the project itself), e.g. python3 clusters/manage.py list")
     folder = match["folder"]
+    last = len(added) == 1
+    if not force:
+        found = users(root, match, last)
+        edited = [rel for rel, digest in match["files"].items() if (root / rel).is_file() and sha256(root / rel) != digest]
+        lines = ([f"remove: {', '.join(found)} " + ("name cluster " + repr(cluster_id) + (" or import clusters" if last else "")
+                  ) + " and would stop loading; change them first, or remove anyway with --force"] if found else [])
+        lines += ([f"remove: {', '.join(edited)} edited since it was written (hash differs from cluster.json) would be "
+                   "lost; copy what you need, or remove anyway with --force"] if edited else [])
+        if lines:
+            raise Refusal("\nERROR: ".join(lines))
+    settings_file = folder / "include" / "remote_cluster.py"
+    settings = settings_file.read_text() if settings_file.is_file() else ""
     writer = folder / "scripts" / "write_connection.py"
     if writer.exists() and subprocess.run([sys.executable, str(writer), "--remove"], cwd=root).returncode:
         raise Refusal(f"remove: {writer.relative_to(root)} --remove failed (its message is above); nothing was removed")
@@ -290,6 +360,7 @@ def remove(root: Path, cluster_id: str) -> int:
     if not clusters(root):
         shutil.rmtree(root / "clusters")
         print("removed clusters/: no added cluster left, the project is a one-cluster project again")
+    print("\n".join(outside(root, match, settings)))
     return 0
 
 
@@ -332,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The clusters added to this project.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every cluster: the primary, then the added ones")
-    commands.add_parser("remove", help="remove an added cluster").add_argument("cluster_id")
+    removing = commands.add_parser("remove", help="remove an added cluster")
+    removing.add_argument("cluster_id")
+    removing.add_argument("--force", action="store_true", help="remove even if DAGs use it or its files were edited")
     commands.add_parser("sync", help="recompute the shared files' managed blocks")
     commands.add_parser("update", help="re-add every cluster from the template").add_argument(
         "--template", help="template path or URL (default: .cruft.json's, at its commit)")
@@ -341,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             return list_clusters(ROOT)
         if args.command == "remove":
-            return remove(ROOT, args.cluster_id)
+            return remove(ROOT, args.cluster_id, args.force)
         if args.command == "update":
             return update(ROOT, args.template)
         changed, notes = sync(ROOT)
