@@ -78,7 +78,8 @@ def needs(part: Path, config: dict, answers: dict) -> dict:
         tool = {**tool, "builder": builder}
     requirements = [line for line in (part / "requirements.txt").read_text().splitlines()
                     if line.strip() and not line.startswith("#")]
-    local: dict = {"env": [line for line in (part / ".env").read_text().splitlines()
+    env = part / ".env"  # a template copy made with `git add -A` lacks it (the project's .gitignore)
+    local: dict = {"env": [line for line in (env.read_text() if env.exists() else "").splitlines()
                            if re.match(r"[A-Z_][A-Z0-9_]*=", line)]}
     compose = part / "docker-compose.override.yml"
     if compose.is_file():
