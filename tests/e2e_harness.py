@@ -285,8 +285,20 @@ def start_dag(project: Path, env: dict, dag_id: str, logical_date: str | None = 
                             start_new_session=True)
 
 
-def finish(process: subprocess.Popen, timeout: float = 600) -> RunResult:
-    output, _ = process.communicate(timeout=timeout)
+def finish(process: subprocess.Popen, timeout: float = 600, context=None) -> RunResult:
+    """Wait for a DAG run started by start_dag(). A run that outlives ``timeout`` is stopped (its
+    whole process group, so no worker of it lingers into later tests) and fails the test with the
+    tail of its own output and of ``context()`` (e.g. the api-server and triggerer logs): a hang
+    then says where it hung instead of only that it did."""
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        extra = context() if context else ""
+        raise AssertionError(f"the DAG run did not finish in {timeout:.0f} s; its last output:\n{output[-8000:]}"
+                             f"{extra}") from None
     state = next((line.split()[-1] for line in output.splitlines() if line.startswith("DAG_RUN_STATE")), "error")
     tasks = dict(line.split()[1:3] for line in output.splitlines() if line.startswith("TASK_STATE "))
     run_id = next((line.split()[-1] for line in output.splitlines() if line.startswith("DAG_RUN_ID ")), "")
@@ -415,7 +427,9 @@ class Clusters:
         if not executor:
             return finish(start_dag(self.project, self.env(**env), dag_id), timeout)
         with AirflowServices(self.env(**env), self.work / "services") as services:
-            result = finish(start_dag(self.project, services.env, dag_id), timeout)
+            def context() -> str:
+                return services.tails() + task_logs(self.airflow_home, dag_id, "*")[-8000:]
+            result = finish(start_dag(self.project, services.env, dag_id), timeout, context)
         result.log += task_logs(self.airflow_home, dag_id, result.run_id)
         return result
 
@@ -478,6 +492,11 @@ class AirflowServices:
         path = self.work / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def tails(self, size: int = 6000) -> str:
+        """The end of each service's log, each under a '=== <name> ===' line."""
+        return "".join(f"\n=== {name} (exit {process.poll()}) ===\n{self.log(name)[-size:]}"
+                       for name, process in self.processes.items())
+
     def __exit__(self, *exc):
         for process in self.processes.values():
             if process.poll() is None:
@@ -493,8 +512,9 @@ class AirflowServices:
 
 
 def task_logs(airflow_home: Path, dag_id: str, run_id: str) -> str:
-    """The task (and trigger) log files of one run, each under a '=== <file> ===' line."""
-    folder = airflow_home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    """The task (and trigger) log files of one run ("*": of every run), each under a '=== <file> ===' line."""
+    folder = airflow_home / "logs" / f"dag_id={dag_id}"
+    folder = folder if run_id == "*" else folder / f"run_id={run_id}"
     parts = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()) if run_id else []:
         parts.append(f"\n=== {path.relative_to(folder)} ===\n{path.read_text(errors='replace')}")

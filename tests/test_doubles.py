@@ -510,3 +510,34 @@ def test_eks_api_session_of_another_role_is_access_denied(eks_api):
     rc, double = eks_api
     error = aws_error(lambda: eks_client(double, OTHER_ROLE_KEY).describe_cluster(name=rc.CLUSTER_NAME))
     assert error["Code"] == "AccessDeniedException" and "not signed by a session of the runner role" in error["Message"]
+
+
+@pytest.mark.parametrize("kind", ["kube-api", "google-token"])
+def test_a_client_silent_before_its_tls_handshake_stalls_only_itself(kind):
+    """A real API server handshakes each connection on its own. Here one client connects and sends
+    nothing (a triggerer whose asyncio loop is busy, a process starved of CPU); another client must
+    still get its answer at once. When the doubles wrapped the listening socket, the handshake ran
+    inside accept() in the one serving thread and the second request timed out: in a DAG run whose
+    kube clients have no read timeout, that was a hang."""
+    import socket
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from kube_api_double.google import GoogleTokenDouble
+
+    double = (ApiDouble("ns", [], []) if kind == "kube-api" else GoogleTokenDouble()).start()
+    try:
+        port = double.httpd.server_port
+        with socket.create_connection(("127.0.0.1", port)) as silent:
+            assert silent.getpeername()[1] == port  # connected, and never says a word
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            started = time.monotonic()
+            try:
+                urllib.request.urlopen(f"https://127.0.0.1:{port}/version", context=context, timeout=5).close()
+            except urllib.error.HTTPError as answer:  # any answer of the double's (401, 404) will do
+                answer.close()
+            assert time.monotonic() - started < 5
+    finally:
+        double.stop()

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .auth import Identity, Unauthorized
-from .local import LocalServer
+from .local import LocalServer, TlsHTTPServer
 from .tls import make_ca_and_server_cert
 
 GOOGLE_TOKEN_PREFIX = "ya29."
@@ -88,9 +88,7 @@ class GoogleTokenDouble(LocalServer):
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.httpd = TlsHTTPServer(("127.0.0.1", 0), Handler, context)
         self.url = f"https://127.0.0.1:{self.httpd.server_port}/token"
 
     def stop(self) -> None:

@@ -21,13 +21,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from .auth import EKS_PREFIX, EksAuthenticator, Identity, Rbac, ServiceAccountTokens, Unauthorized
 from .google import GOOGLE_TOKEN_PREFIX, GoogleTokenDouble
-from .local import LocalServer
+from .local import LocalServer, TlsHTTPServer
 from .quota import OBJECT_PATH, NamespaceLimits, Refused
 from .quota import serve as serve_namespace_limits
 from .tls import make_ca_and_server_cert
@@ -107,9 +107,7 @@ class ApiDouble(LocalServer):
         self.ca_data, cert, key = make_ca_and_server_cert(Path(self._tmp.name))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.httpd = TlsHTTPServer(("127.0.0.1", 0), _Handler, context)
         self.httpd.double = self  # type: ignore[attr-defined]
         self.url = f"https://127.0.0.1:{self.httpd.server_port}"
 
