@@ -127,6 +127,18 @@ MUTATIONS = [
              """            raise AirflowFailException(f"not ready: {'; '.join(not_ready)}")""",
              """            print(f"not ready: {'; '.join(not_ready)}")""",
              ["tests/test_cluster_dags.py -k report_fails"]),
+    Mutation("XCom sidecar back to the provider's (no securityContext)", f"{TEMPLATE}/include/remote_pod.py",
+             '        kwargs.setdefault("xcom_sidecar_container_security_context", XCOM_SIDECAR_SECURITY_CONTEXT)\n', "",
+             ["tests/test_e2e.py -k remote_kpo_runs and generic-xcom"]),
+    Mutation("API double: Pod Security enforce level ignored", "tests/kube_api_double/pod_security.py",
+             "        broken = CHECKS[self.enforce](spec)", "        broken = []",
+             ["tests/test_double_pod_security.py"]),
+    Mutation("API double: TLS handshakes in the accept loop again", "tests/kube_api_double/local.py",
+             "        super().__init__(address, handler)\n        self.context = context\n",
+             "        super().__init__(address, handler)\n        self.context = context\n"
+             "        self.socket = context.wrap_socket(self.socket, server_side=True)\n"
+             "        self.finish_request = lambda r, a: ThreadingHTTPServer.finish_request(self, r, a)\n",
+             ["tests/test_doubles.py -k silent"]),
 ]
 
 

@@ -169,6 +169,7 @@ class Cluster:
         self.double = ApiDouble(rc.REMOTE_NAMESPACE, [self.role or self.manifest("role")],
                                 [self.manifest("rolebinding"), *self.extra_bindings],
                                 eks=eks, google=self.google, namespace_limits=self._namespace_limits(),
+                                namespace_labels=self.manifest("namespace")["metadata"]["labels"],
                                 **self.double_options).start()
         if self.eks_api:
             self.eks_api.endpoint, self.eks_api.ca_data = self.double.url, self.double.ca_data

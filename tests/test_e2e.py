@@ -54,6 +54,9 @@ def test_remote_kpo_runs_the_pod(cluster):
     assert base["image"] == "python:3.12-slim"
     assert base["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    # The namespace warns on "restricted" (k8s/namespace.yaml): every container of the pod, the XCom
+    # sidecar included, meets it, so the API server answered without a Pod Security warning.
+    assert cluster.double.pod_security_warnings == [], cluster.double.pod_security_warnings
     assert "hello from" in result.log and "on the remote cluster" in result.log, "pod log reached the task log"
     assert cluster.double.live_pods() == [], "the pod is deleted at the end"
     assert "running trigger in line" in result.log and "Trigger completed" in result.log, "deferred and resumed"

@@ -97,6 +97,7 @@ def test_remote_kpo_clusters_runs_a_pod_on_each_cluster_at_once(request, airflow
             assert pod["metadata"]["namespace"] == member.rc.REMOTE_NAMESPACE
             assert pod["metadata"]["labels"]["task_id"] == f"hello_{key(clusters, name)}"
             assert member.double.live_pods() == [], f"{name}: the pod is deleted at the end"
+            assert member.double.pod_security_warnings == [], f"{name}: {member.double.pod_security_warnings}"
             assert f"on cluster {name}" in "".join(member.double.pod_log_lines(pod["metadata"]["name"]))
             assert f"on cluster {name}" in result.log, "the pod's log reached the task log"
             assert {r["status"] for r in member.double.requests} <= {200, 201, 101}

@@ -55,6 +55,7 @@ def test_gpu_pod_runs_on_a_node_group_that_is_gone_afterwards(gpu_project, airfl
         base = next(c for c in pod["spec"]["containers"] if c["name"] == "base")
         assert base["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert cluster.double.live_pods() == []
+        assert cluster.double.pod_security_warnings == [], "the GPU pod meets the namespace's restricted level"
 
 
 @pytest.mark.parametrize("failure", ["pod fails", "node group never ready"])

@@ -20,6 +20,9 @@ semantics that matter for them, and nothing else:
   resource/subresource, verb, namespace, resourceNames); a denial is a 403 Status naming the request.
 - The namespace's ResourceQuota and LimitRange (``quota.py``): pod admission as the API server
   does it (defaults, request above limit, "failed quota"/"exceeded quota" 403s) and GET by name.
+- Pod Security admission from the namespace's ``pod-security.kubernetes.io`` labels
+  (``pod_security.py``): a pod breaking the enforce level is a 403 ("violates PodSecurity"); one
+  breaking the warn level is created with a ``Warning`` header, kept in ``pod_security_warnings``.
 - Pods: create, get, list (label selectors), patch (labels), delete (honouring a ``uid``
   precondition: 409 Conflict for another pod's uid); namespaced (a list or a lookup by name
   sees only the path's namespace); a phase progression

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlparse
 from .auth import EKS_PREFIX, EksAuthenticator, Identity, Rbac, ServiceAccountTokens, Unauthorized
 from .google import GOOGLE_TOKEN_PREFIX, GoogleTokenDouble
 from .local import LocalServer, TlsHTTPServer
+from .pod_security import PodSecurity
 from .quota import OBJECT_PATH, NamespaceLimits, Refused
 from .quota import serve as serve_namespace_limits
 from .tls import make_ca_and_server_cert
@@ -81,11 +82,16 @@ class ApiDouble(LocalServer):
 
     def __init__(self, namespace: str, roles: list[dict], bindings: list[dict], *, eks: EksAuthenticator | None = None,
                  google: GoogleTokenDouble | None = None, pending_seconds: float = 0.3, extra_run_seconds: float = 0.0,
-                 nodes=None, exit_code: int = 0, namespace_limits: list[dict] | None = None):
+                 nodes=None, exit_code: int = 0, namespace_limits: list[dict] | None = None,
+                 namespace_labels: dict[str, str] | None = None):
         self.namespace = namespace
         self.rbac = Rbac(roles, bindings)
         # ResourceQuota and LimitRange objects of the namespace: pod admission and GET (quota.py).
         self.limits = NamespaceLimits(namespace, namespace_limits or [])
+        # Pod Security admission from the namespace's pod-security.kubernetes.io labels (pod_security.py);
+        # each warning a created pod drew: (pod name, the Warning header's text).
+        self.pod_security = PodSecurity(namespace_labels)
+        self.pod_security_warnings: list[tuple[str, str]] = []
         self.eks = eks
         self.google = google  # GKE: access tokens this Google token double issued
         self.sa_tokens = ServiceAccountTokens()
@@ -519,15 +525,18 @@ class _Handler(BaseHTTPRequestHandler):
         if name is None and method == "POST":
             try:
                 with double.lock:  # admission and creation at once, as the API server serializes quota
+                    warnings = double.pod_security.admit(body)
                     double.limits.admit(namespace, body, double.live_pods())
                     created = double.create_pod(namespace, body)
-            except Refused as refused:  # LimitRange, validation and ResourceQuota admission (quota.py)
+                    double.pod_security_warnings += [(created["metadata"]["name"], w) for w in warnings]
+            except Refused as refused:  # Pod Security (pod_security.py), LimitRange, validation, ResourceQuota (quota.py)
                 self._send(refused.code, _status(refused.code, refused.reason, refused.message))
                 return refused.code
             except KeyError:
                 self._send(409, _status(409, "AlreadyExists", f'pods "{body["metadata"]["name"]}" already exists'))
                 return 409
-            self._send(201, created)
+            quoted = warnings[0].replace("\\", "\\\\").replace('"', '\\"') if warnings else ""
+            self._send(201, created, {"Warning": f'299 - "{quoted}"'} if warnings else None)
             return 201
         with double.lock:
             pod = double.pods.get(name)

@@ -74,7 +74,7 @@ def remote_kpo():
         node_selector=GPU_NODE_SELECTOR if USE_GPU else None,
         tolerations=GPU_TOLERATIONS if USE_GPU else None,
         # The container meets the "restricted" Pod Security Standard the namespace warns on
-        # (the provider's XCom sidecar, when present, sets no securityContext of its own).
+        # (so does the XCom sidecar, when present: include/remote_pod.py).
         security_context=k8s.V1PodSecurityContext(
             run_as_non_root=True,
             run_as_user=65534,

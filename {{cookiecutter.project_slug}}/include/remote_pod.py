@@ -39,6 +39,7 @@ from airflow.sdk.exceptions import AirflowException
 
 {% if not native -%}
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from kubernetes.client import models as k8s
 
 from .remote_cluster import KUBERNETES_CONN_ID, POD_LABELS, REMOTE_NAMESPACE
 
@@ -85,6 +86,19 @@ CLUSTER_ARGS: dict[str, Any] = {
 
 # The pod deadline of a task without execution_timeout; None: such pods may run for ever.
 POD_DEADLINE_WITHOUT_TIMEOUT: timedelta | None = timedelta(hours=24)
+# The XCom sidecar's own securityContext (the provider adds the sidecar with none): it meets the
+# "restricted" Pod Security Standard the namespace warns on (k8s/namespace.yaml) whatever the
+# DAG sets for the pod: not root (alpine's default user is), no privilege escalation, no
+# capabilities, the runtime's seccomp profile, a read-only root filesystem (it only runs sleep,
+# cat and kill). A task can still pass its own xcom_sidecar_container_security_context.
+XCOM_SIDECAR_SECURITY_CONTEXT = k8s.V1SecurityContext(
+    run_as_non_root=True,
+    run_as_user=65534,
+    allow_privilege_escalation=False,
+    capabilities=k8s.V1Capabilities(drop=["ALL"]),
+    seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+    read_only_root_filesystem=True,
+)
 
 
 class KeepFinishedPodResult:
@@ -132,11 +146,13 @@ class ProjectXComSidecar:
 class RemotePodOperator(KeepFinishedPodResult, NoXComNoSuccess, {% if native %}ProjectXComSidecar, {% endif %}{{ cookiecutter._clouds[cookiecutter.cloud].native.operator if native else "KubernetesPodOperator" }}):
     """The pod operator for the remote cluster; pass ``**CLUSTER_ARGS``.
 
-    Its pods carry this project's labels (``POD_LABELS``) besides any the DAG gives, and
-    ``activeDeadlineSeconds`` = ``execution_timeout`` unless the task or its pod template sets one.
+    Its pods carry this project's labels (``POD_LABELS``) besides any the DAG gives,
+    ``activeDeadlineSeconds`` = ``execution_timeout`` unless the task or its pod template sets one,
+    and an XCom sidecar with ``XCOM_SIDECAR_SECURITY_CONTEXT``.
     """
 
     def __init__(self, *, labels: dict[str, str] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("xcom_sidecar_container_security_context", XCOM_SIDECAR_SECURITY_CONTEXT)
         super().__init__(labels={**(labels or {}), **POD_LABELS}, **kwargs)
 
     def build_pod_request_obj(self, context=None, *, dry_run: bool = False):
