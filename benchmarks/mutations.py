@@ -128,7 +128,8 @@ MUTATIONS = [
              """            print(f"not ready: {'; '.join(not_ready)}")""",
              ["tests/test_cluster_dags.py -k report_fails"]),
     Mutation("XCom sidecar back to the provider's (no securityContext)", f"{TEMPLATE}/include/remote_pod.py",
-             '        kwargs.setdefault("xcom_sidecar_container_security_context", XCOM_SIDECAR_SECURITY_CONTEXT)\n', "",
+             '        kwargs.setdefault("xcom_sidecar_container_security_context", '
+             'copy.deepcopy(XCOM_SIDECAR_SECURITY_CONTEXT))\n', "",
              ["tests/test_e2e.py -k remote_kpo_runs and generic-xcom"]),
     Mutation("API double: Pod Security enforce level ignored", "tests/kube_api_double/pod_security.py",
              "        broken = CHECKS[self.enforce](spec)", "        broken = []",

@@ -286,17 +286,32 @@ def start_dag(project: Path, env: dict, dag_id: str, logical_date: str | None = 
                             start_new_session=True)
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process, its process group and every descendant: Airflow's task supervisor puts
+    each task runner in a process group of its own, so the group alone is not the whole run."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def finish(process: subprocess.Popen, timeout: float = 600, context=None) -> RunResult:
     """Wait for a DAG run started by start_dag(). A run that outlives ``timeout`` is stopped (its
-    whole process group, so no worker of it lingers into later tests) and fails the test with the
+    whole process tree, so no worker of it lingers into later tests) and fails the test with the
     tail of its own output and of ``context()`` (e.g. the api-server and triggerer logs): a hang
     then says where it hung instead of only that it did."""
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
+        kill_tree(process.pid)
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # something outside the tree still holds the pipe
+            output = "(no output: the pipe stayed open after the run was killed)"
         extra = context() if context else ""
         raise AssertionError(f"the DAG run did not finish in {timeout:.0f} s; its last output:\n{output[-8000:]}"
                              f"{extra}") from None

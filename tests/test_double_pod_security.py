@@ -2,8 +2,10 @@
 API server does with the rendered k8s/namespace.yaml's labels (enforce "baseline", warn
 "restricted"): a pod breaking a "baseline" rule is refused with 403 and not created; a pod breaking
 only a "restricted" rule is created with a Warning header naming the rule and the container. Each
-rule is broken alone, next to a positive control: the restricted pod the example DAG sends,
-with the XCom sidecar as include/remote_pod.py now sets it up.
+rule is broken alone, next to a positive control: a restricted pod shaped like the one the example
+DAG sends (pod-level user and seccomp, container-level no escalation and no capabilities, for the
+base container and the XCom sidecar). The template's own pods are checked against this admission
+end to end (tests/test_e2e.py, test_e2e_clusters.py, test_e2e_gpu.py: no warning).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def broken(path: str, value) -> dict:
 
 
 SIDECAR = "spec.containers.1.securityContext"
+BASE = "spec.containers.0.securityContext"
 # (what is broken, the pod, the rule's words in the API server's message)
 RESTRICTED_ONLY = [
     ("sidecar without allowPrivilegeEscalation=false", broken(f"{SIDECAR}.allowPrivilegeEscalation", None),
@@ -62,30 +65,46 @@ RESTRICTED_ONLY = [
     ("sidecar keeping its capabilities", broken(f"{SIDECAR}.capabilities", None),
      'unrestricted capabilities (container "airflow-xcom-sidecar" must set securityContext.capabilities.drop=["ALL"])'),
     ("sidecar adding a capability baseline allows", broken(f"{SIDECAR}.capabilities.add", ["CHOWN"]),
-     "unrestricted capabilities"),
+     'unrestricted capabilities (container "airflow-xcom-sidecar" must not include "CHOWN" in '
+     "securityContext.capabilities.add)"),
     ("no runAsNonRoot anywhere", broken("spec.securityContext.runAsNonRoot", None),
      'runAsNonRoot != true (pod or containers "base", "airflow-xcom-sidecar" must set '
      "securityContext.runAsNonRoot=true)"),
+    ("runAsNonRoot false on the pod, true on each container",
+     broken("spec.securityContext.runAsNonRoot", False) | {"spec": {
+         **broken("spec.securityContext.runAsNonRoot", False)["spec"],
+         "containers": [{**c, "securityContext": {**c["securityContext"], "runAsNonRoot": True}}
+                        for c in COMPLIANT["spec"]["containers"]]}},
+     "runAsNonRoot != true (pod must not set securityContext.runAsNonRoot=false)"),
     ("the sidecar as root", broken(f"{SIDECAR}.runAsUser", 0),
-     'runAsUser=0 (pod or container "airflow-xcom-sidecar" must not set runAsUser=0)'),
+     'runAsUser=0 (container "airflow-xcom-sidecar" must not set runAsUser=0)'),
+    ("the pod as root, each container another user",
+     broken("spec.securityContext.runAsUser", 0) | {"spec": {
+         **broken("spec.securityContext.runAsUser", 0)["spec"],
+         "containers": [{**c, "securityContext": {**c["securityContext"], "runAsUser": 1000}}
+                        for c in COMPLIANT["spec"]["containers"]]}},
+     "runAsUser=0 (pod must not set runAsUser=0)"),
     ("no seccomp profile", broken("spec.securityContext.seccompProfile", None),
-     'seccompProfile (pod or containers "base", "airflow-xcom-sidecar" must set securityContext.seccompProfile.type'),
-    ("an unconfined seccomp profile", broken("spec.securityContext.seccompProfile", {"type": "Unconfined"}),
-     "seccompProfile (pod or containers"),
+     'seccompProfile (pod or containers "base", "airflow-xcom-sidecar" must set securityContext.seccompProfile.type '
+     'to "RuntimeDefault" or "Localhost")'),
     ("a gitRepo volume", broken("spec.volumes", [{"name": "xcom", "emptyDir": {}}, {"name": "src", "gitRepo": {}}]),
-     "restricted volume types (volumes 'src')"),
+     'restricted volume types (volume "src" uses restricted volume type "gitRepo")'),
 ]
 BASELINE = [
-    ("a privileged container", broken("spec.containers.0.securityContext.privileged", True),
+    ("a privileged container", broken(f"{BASE}.privileged", True),
      'privileged (container "base" must not set securityContext.privileged=true)'),
     ("the host's network", broken("spec.hostNetwork", True), "host namespaces (hostNetwork=true)"),
     ("the host's PIDs", broken("spec.hostPID", True), "host namespaces (hostPID=true)"),
-    ("SYS_ADMIN", broken("spec.containers.0.securityContext.capabilities.add", ["SYS_ADMIN"]),
-     'non-default capabilities (container "base" must not include capabilities beyond the default set)'),
+    ("SYS_ADMIN", broken(f"{BASE}.capabilities.add", ["SYS_ADMIN"]),
+     'non-default capabilities (container "base" must not include "SYS_ADMIN" in securityContext.capabilities.add)'),
     ("a hostPath volume", broken("spec.volumes", [{"name": "xcom", "emptyDir": {}}, {"name": "root", "hostPath": {"path": "/"}}]),
-     "hostPath volumes (volumes 'root')"),
+     'hostPath volumes (volume "root")'),
     ("a hostPort", broken("spec.containers.0.ports", [{"containerPort": 80, "hostPort": 80}]),
-     'hostPort (container "base" uses hostPort)'),
+     'hostPort (container "base" uses hostPort 80)'),
+    ("an unconfined seccomp profile on the pod", broken("spec.securityContext.seccompProfile", {"type": "Unconfined"}),
+     'seccompProfile (pod must not set securityContext.seccompProfile.type to "Unconfined")'),
+    ("an unconfined seccomp profile on the sidecar", broken(f"{SIDECAR}.seccompProfile", {"type": "Unconfined"}),
+     'seccompProfile (container "airflow-xcom-sidecar" must not set securityContext.seccompProfile.type to "Unconfined")'),
 ]
 
 

@@ -119,7 +119,12 @@ else:
     assert op.hook.get_xcom_sidecar_container_image() is None
 pod = op.build_pod_request_obj()
 (sidecar,) = [c for c in pod.spec.containers if c.name == "airflow-xcom-sidecar"]
-print("SIDECAR", json.dumps({"image": sidecar.image, "resources": pod.to_dict()["spec"]["containers"][-1]["resources"]}))
+from kubernetes.client import ApiClient
+other = RemotePodOperator(task_id="u", **CLUSTER_ARGS, **{name: "y"}, image="busybox", cmds=["true"], do_xcom_push=True)
+shared = other.xcom_sidecar_container_security_context is op.xcom_sidecar_container_security_context
+print("SIDECAR", json.dumps({"image": sidecar.image, "resources": pod.to_dict()["spec"]["containers"][-1]["resources"],
+                             "securityContext": ApiClient().sanitize_for_serialization(sidecar.security_context),
+                             "shared": shared}))
 """
 
 
@@ -135,6 +140,10 @@ def test_native_operator_pods_get_the_projects_sidecar(render, answers, airflow_
     assert sidecar["image"] == MIRROR
     resources = {k: v for k, v in sidecar["resources"].items() if v}
     assert resources == MIRROR_RESOURCES
+    # Its own securityContext (the provider's sidecar has none), no user of its own: it runs as the pod's.
+    assert sidecar["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                          "readOnlyRootFilesystem": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert sidecar["shared"] is False, "each task has its own copy (the provider attaches the object to the pod)"
 
 
 PREFLIGHT = r"""

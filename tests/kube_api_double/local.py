@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 import threading
 from http.server import ThreadingHTTPServer
@@ -30,12 +31,14 @@ class TlsHTTPServer(ThreadingHTTPServer):
         request.settimeout(TLS_HANDSHAKE_SECONDS)
         try:
             connection = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):  # gone, silent for too long, or not speaking TLS: its own loss
+        except OSError:  # gone, silent for too long, or not speaking TLS (ssl.SSLError): its own loss
             return
         connection.settimeout(None)
         try:
             super().finish_request(connection, client_address)
-        finally:
+        finally:  # what shutdown_request() does for a plain socket: FIN now, then close
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_WR)
             with contextlib.suppress(OSError):
                 connection.close()
 

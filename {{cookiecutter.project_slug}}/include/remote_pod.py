@@ -31,6 +31,7 @@ its spot node reclaimed), the provider marks the task successful without reading
 
 from __future__ import annotations
 
+import copy
 import math
 from datetime import timedelta
 from typing import Any
@@ -86,14 +87,17 @@ CLUSTER_ARGS: dict[str, Any] = {
 
 # The pod deadline of a task without execution_timeout; None: such pods may run for ever.
 POD_DEADLINE_WITHOUT_TIMEOUT: timedelta | None = timedelta(hours=24)
-# The XCom sidecar's own securityContext (the provider adds the sidecar with none): it meets the
-# "restricted" Pod Security Standard the namespace warns on (k8s/namespace.yaml) whatever the
-# DAG sets for the pod: not root (alpine's default user is), no privilege escalation, no
-# capabilities, the runtime's seccomp profile, a read-only root filesystem (it only runs sleep,
-# cat and kill). A task can still pass its own xcom_sidecar_container_security_context.
+# The XCom sidecar's own securityContext (the provider adds the sidecar with none): no
+# privilege escalation, no capabilities, the runtime's seccomp profile, a read-only root
+# filesystem (it only runs sleep, cat and kill). It sets no user: the sidecar runs as the pod's
+# runAsUser, the same user as a base container that sets none of its own, so it can read
+# /airflow/xcom/return.json whatever the file's mode. With the pod-level non-root user of the
+# example DAGs it meets the "restricted" Pod Security Standard the namespace warns on
+# (k8s/namespace.yaml). A base container running as another user must leave return.json
+# readable to others (json.dump to open(path, "w") does; a 0600 temporary file renamed into
+# place does not). A task's own xcom_sidecar_container_security_context replaces this one;
+# the kubernetes connection's extra of that name is not read by this operator.
 XCOM_SIDECAR_SECURITY_CONTEXT = k8s.V1SecurityContext(
-    run_as_non_root=True,
-    run_as_user=65534,
     allow_privilege_escalation=False,
     capabilities=k8s.V1Capabilities(drop=["ALL"]),
     seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
@@ -152,7 +156,8 @@ class RemotePodOperator(KeepFinishedPodResult, NoXComNoSuccess, {% if native %}P
     """
 
     def __init__(self, *, labels: dict[str, str] | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("xcom_sidecar_container_security_context", XCOM_SIDECAR_SECURITY_CONTEXT)
+        # A copy per task: the provider attaches the object itself to every pod it builds.
+        kwargs.setdefault("xcom_sidecar_container_security_context", copy.deepcopy(XCOM_SIDECAR_SECURITY_CONTEXT))
         super().__init__(labels={**(labels or {}), **POD_LABELS}, **kwargs)
 
     def build_pod_request_obj(self, context=None, *, dry_run: bool = False):
