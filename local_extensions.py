@@ -65,7 +65,11 @@ def _is_our_path(source: str) -> bool:
 def _rules():
     spec = importlib.util.spec_from_file_location("pre_gen_rules", Path(__file__).parent / "hooks" / "pre_gen_project.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    written, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ beside it
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = written
     return module
 
 
@@ -173,7 +177,11 @@ def _current_module():
     path in one process; Python would otherwise keep the first commit's module for both."""
     spec = importlib.util.spec_from_file_location("_local_extensions_current", __file__)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    written, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ beside it
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = written
     return module
 
 

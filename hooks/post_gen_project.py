@@ -30,6 +30,20 @@ def prune(project: Path, paths: set[str]) -> None:
             target.unlink()
 
 
+# What running anything in the template tree may leave there (bytecode where Python writes it,
+# tool caches): cookiecutter copies whatever the folder holds, so a render drops these.
+BUILD_LEFTOVER_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis"}
+BUILD_LEFTOVER_SUFFIXES = (".pyc", ".pyo")
+
+
+def remove_build_leftovers(project: Path) -> None:
+    for path in sorted(project.rglob("*"), key=lambda p: len(p.parts)):
+        if path.is_dir() and not path.is_symlink() and path.name in BUILD_LEFTOVER_DIRS:
+            shutil.rmtree(path)
+        elif path.name.endswith(BUILD_LEFTOVER_SUFFIXES) and (path.is_file() or path.is_symlink()):
+            path.unlink()
+
+
 def remove_empty_dirs(project: Path) -> None:
     """Folders whose files were all optional (conditional file names) go too."""
     for folder in sorted((p for p in project.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
@@ -50,6 +64,7 @@ def comparing_for_cruft() -> bool:
 
 def main(answers: dict, project: Path) -> int:
     cloud = answers["cloud"]
+    remove_build_leftovers(project)
     prune(project, paths_to_prune(answers["_clouds"], cloud))
     if answers["pod_operator"] == "native":
         prune(project, set(answers["_clouds"][cloud]["native"]["prune"]))
@@ -60,7 +75,8 @@ def main(answers: dict, project: Path) -> int:
         return 0
     # The example connection comes from the project's own script, so its shape lives in one
     # place (include/remote_cluster.py). Offline: --placeholder asks no CLI.
-    subprocess.run([sys.executable, "scripts/write_connection.py", "--placeholder"], cwd=project, check=True)
+    # -B: importing include/ must not leave bytecode in the new project.
+    subprocess.run([sys.executable, "-B", "scripts/write_connection.py", "--placeholder"], cwd=project, check=True)
     if comparing_for_cruft():
         return 0
     # On stderr: `cruft diff > patch` must get the patch alone, wherever this hook runs.

@@ -23,11 +23,20 @@ from pathlib import Path
 
 import yaml
 
+sys.dont_write_bytecode = True  # the project's modules loaded here leave no __pycache__ in it
 say = partial(print, file=sys.stderr)  # like the main template's hook: stdout stays clean
 # What of a render belongs to the cluster (folders whole, when the options kept them).
 # How a deployment on another cloud reaches an added aws/gcp cluster.
 FEDERATION = {"aws": "AWS: an IAM role it assumes through OIDC web identity",
               "gcp": "GCP: workload identity federation"}
+# Bytecode and tool caches that running anything in the template tree may leave: never copied.
+LEFTOVER_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis"}
+
+
+def leftover(path: Path) -> bool:
+    return bool(LEFTOVER_DIRS & set(path.parts)) or path.suffix in (".pyc", ".pyo")
+
+
 PART = ["include", "k8s", "aws", "gcp", "scripts/setup_remote.sh", "scripts/write_connection.py"]
 
 
@@ -63,7 +72,7 @@ def wanted_files(part: Path, pkg: str, cloud: str) -> dict[str, Path]:
     for rel in [*PART, f"scripts/setup/{cloud}.sh"]:
         source = part / rel
         for path in sorted(source.rglob("*")) if source.is_dir() else [source]:
-            if path.is_file() and "__pycache__" not in path.parts:
+            if path.is_file() and not leftover(path):
                 found[f"clusters/{pkg}/{path.relative_to(part).as_posix()}"] = path
     if (part / "dags" / "remote_kpo_gpu.py").is_file():
         found[f"dags/remote_kpo_gpu_{pkg}.py"] = part / "dags" / "remote_kpo_gpu.py"
@@ -130,7 +139,7 @@ def main(answers: dict) -> int:
     static_path = project / "clusters" / "static.json"
     static = json.loads(static_path.read_text())["files"] if static_path.exists() else {}
     sources = {p.relative_to(template / "cluster" / "files").as_posix(): p
-               for p in sorted((template / "cluster" / "files").rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+               for p in sorted((template / "cluster" / "files").rglob("*")) if p.is_file() and not leftover(p)}
     for rel, source in sources.items():
         put(project, rel, source.read_bytes(), static.get(rel), changed, kept, source.stat().st_mode & 0o777)
     put(project, "clusters/static.json", (json.dumps({"files": {rel: sha(p.read_bytes()) for rel, p in sources.items()}},
@@ -138,7 +147,7 @@ def main(answers: dict) -> int:
         sha(static_path.read_bytes()) if static_path.exists() else None, changed, kept)
     synced, notes = load(project / "clusters" / "manage.py", "_kpo_manage").sync(project)
     if not before["files"]:  # a new cluster: its example connection and pool, like a new project's
-        subprocess.run([sys.executable, f"clusters/{pkg}/scripts/write_connection.py", "--placeholder"],
+        subprocess.run([sys.executable, "-B", f"clusters/{pkg}/scripts/write_connection.py", "--placeholder"],
                        cwd=project, check=True)
         synced.append("airflow_settings.yaml")
     os.chdir(project)

@@ -53,7 +53,11 @@ def clusters(root: Path) -> list[dict]:
 def primary(root: Path):
     spec = importlib.util.spec_from_file_location("_primary_remote_cluster", root / "include" / "remote_cluster.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    written, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the project
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = written
     return module
 
 
@@ -338,7 +342,7 @@ def remove(root: Path, cluster_id: str, force: bool = False) -> int:
     settings_file = folder / "include" / "remote_cluster.py"
     settings = settings_file.read_text() if settings_file.is_file() else ""
     writer = folder / "scripts" / "write_connection.py"
-    if writer.exists() and subprocess.run([sys.executable, str(writer), "--remove"], cwd=root).returncode:
+    if writer.exists() and subprocess.run([sys.executable, "-B", str(writer), "--remove"], cwd=root).returncode:
         raise Refusal(f"remove: {writer.relative_to(root)} --remove failed (its message is above); nothing was removed")
     for rel in match["files"]:
         if not rel.startswith("clusters/") and (root / rel).exists():
