@@ -48,22 +48,8 @@ from kube_api_double.sts import StsDouble
 
 IMAGE_HOME = "/usr/local/airflow"
 ASTRO_KEY, ASTRO_SECRET = "AKIAASTROWORKLOAD001", "astro-workload-secret"
-RUN_DAG = r"""
-import sys
-from airflow.dag_processing.dagbag import DagBag
-import datetime as dt
-bag = DagBag(sys.argv[1])
-assert not bag.import_errors, bag.import_errors
-when = dt.datetime.fromisoformat(sys.argv[3]) if len(sys.argv) > 3 else None
-# Airflow 3 names manual runs after run_after: pin both to rerun the very same run.
-kwargs = {"logical_date": when, "run_after": when} if when else {}
-# KPO_TEST_USE_EXECUTOR: through the configured executor (AirflowServices), tasks at once.
-run = bag.get_dag(sys.argv[2]).test(use_executor=bool(__import__("os").environ.get("KPO_TEST_USE_EXECUTOR")), **kwargs)
-print("DAG_RUN_ID", run.run_id)
-for ti in run.get_task_instances():
-    print("TASK_STATE", ti.task_id, ti.state)
-print("DAG_RUN_STATE", run.state)
-"""
+# Runs one DAG with dag.test() and prints its states (and closes an upstream race: see the file).
+RUN_DAG = Path(__file__).resolve().parent / "dag_run.py"
 FAKE_CLI = """#!{python}
 import json, sys
 args = sys.argv[1:]
@@ -281,7 +267,7 @@ def dag_env(project: Path, airflow_home: Path, clusters: list[Cluster], extra: d
 
 
 def start_dag(project: Path, env: dict, dag_id: str, logical_date: str | None = None) -> subprocess.Popen:
-    args = [sys.executable, "-c", RUN_DAG, str(project / "dags"), dag_id, *([logical_date] if logical_date else [])]
+    args = [sys.executable, str(RUN_DAG), str(project / "dags"), dag_id, *([logical_date] if logical_date else [])]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
