@@ -135,34 +135,4 @@ def test_secret_scanner_would_notice_one(tmp_path):
     assert detect_secrets(tmp_path)
 
 
-# Files a user of this project might create while setting up; none may reach git or the image.
-CREDENTIAL_FILES = [
-    ".env", "connection.env", "airflow_settings.yaml", "kubeconfig", "admin.kubeconfig", "kubeconfig-prod.yaml",
-    ".kube/config", "include/sa.token", "token", "gcp-sa-key.json", "include/key.json", "credentials.json",
-    "application_default_credentials.json", "ca.pem", "client.key", "client.crt", "cert.pfx", ".aws/credentials",
-    ".azure/msal_token_cache.json", ".config/gcloud/credentials.db", "dags/.env.local",
-]
-
-
-def test_credential_files_stay_out_of_git(project, tmp_path):
-    repo = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    (repo / ".gitignore").write_text((project.path / ".gitignore").read_text())
-    done = subprocess.run(["git", "check-ignore", "--no-index", "--verbose", "--non-matching", *CREDENTIAL_FILES],
-                          cwd=repo, capture_output=True, text=True)
-    not_ignored = [line.split("\t")[-1] for line in done.stdout.splitlines() if line.startswith("::")]
-    assert not_ignored == []
-
-
-def test_credential_files_stay_out_of_the_image(project, tmp_path):
-    from docker.utils.build import exclude_paths  # docker's own .dockerignore semantics
-
-    context = tmp_path / "context"
-    for rel in CREDENTIAL_FILES + ["dags/remote_kpo.py", "requirements.txt"]:
-        (context / rel).parent.mkdir(parents=True, exist_ok=True)
-        (context / rel).write_text("x")
-    patterns = [line for line in (project.path / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
-    shipped = set(exclude_paths(str(context), patterns))
-    assert shipped & set(CREDENTIAL_FILES) == set()
-    assert {"dags/remote_kpo.py", "requirements.txt"} <= shipped, "the ignore rules must not hide the project"
+# .gitignore and .dockerignore (credentials out by their real names, ordinary files in): tests/test_ignore_files.py.
