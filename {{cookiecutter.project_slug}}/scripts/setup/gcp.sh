@@ -50,8 +50,9 @@ grant() {
     fi
 }
 
-# dags/remote_kpo_gpu.py: a custom role with the node-pool permissions only, and the GPU
-# nodes' own service account, which the runner may attach to the nodes it creates.
+# dags/remote_kpo_gpu.py: the custom role of gcp/gpu-node-pools-role.yaml (its comment says
+# why container.clusters.update, and what else it allows), and the GPU nodes' own service
+# account, which the runner may attach to the nodes it creates.
 ensure_gpu_node_pools() {
     local role_id node_sa wanted
     [ "$GPU_NODE_GROUP" = True ] || return 0
