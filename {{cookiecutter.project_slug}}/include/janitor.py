@@ -2,7 +2,9 @@
 
 An orphan is a pod whose task has finished while the pod is still there: the worker died
 (out of memory, node replaced, deployment restarted) before it could delete the pod, and no
-retry came back for it. dags/remote_pod_janitor.py runs ``sweep`` every hour.
+retry came back for it. dags/remote_pod_janitor.py runs ``run`` every hour: while the
+connection is still the example written at render time it logs one line and calls nothing
+(preflight.not_set_up), else it ``sweep``s.
 
 A pod is deleted only when all of this holds:
 
@@ -26,14 +28,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.pod_generator import make_safe_label_value
-from kubernetes.client import V1DeleteOptions, V1Preconditions
+from kubernetes.client import CoreV1Api, V1DeleteOptions, V1Preconditions
 from kubernetes.client.exceptions import ApiException
 
+from . import preflight
 from .remote_cluster import AIRFLOW_INSTANCE, INSTANCE_LABEL, POD_LABELS, PROJECT_LABEL
 
 log = logging.getLogger(__name__)
@@ -152,7 +156,8 @@ def sweep(core_v1, namespace: str, get_task_states: TaskStates, *, now: datetime
 
     ``core_v1`` is a kubernetes.client CoreV1Api; only pods list and delete are called."""
     now = now or datetime.now(UTC)
-    listed = core_v1.list_namespaced_pod(namespace, label_selector=LABEL_SELECTOR).items
+    listed = core_v1.list_namespaced_pod(namespace, label_selector=LABEL_SELECTOR,
+                                         _request_timeout=preflight.API_TIMEOUT).items
     cache: dict[tuple[str, str], dict] = {}
 
     def runs_of(dag_id: str, task_id: str) -> dict:
@@ -170,7 +175,8 @@ def sweep(core_v1, namespace: str, get_task_states: TaskStates, *, now: datetime
         try:
             # The uid precondition: delete this very pod, never a newer one that took its name.
             core_v1.delete_namespaced_pod(pod.name, namespace,
-                                          body=V1DeleteOptions(preconditions=V1Preconditions(uid=pod.uid)))
+                                          body=V1DeleteOptions(preconditions=V1Preconditions(uid=pod.uid)),
+                                          _request_timeout=preflight.API_TIMEOUT)
         except ApiException as err:
             if err.status == 404:
                 summary.already_gone.append(pod.name)
@@ -187,3 +193,16 @@ def sweep(core_v1, namespace: str, get_task_states: TaskStates, *, now: datetime
     log.info("Orphan sweep of namespace %s: %d pods of %s listed; %d deleted, %d already gone, %d kept",
              namespace, len(listed), PROJECT, len(summary.deleted), len(summary.already_gone), len(summary.kept))
     return summary
+
+
+def run(extra: dict, api_client: Callable[[], AbstractContextManager], namespace: str,
+        get_task_states: TaskStates) -> dict[str, int]:
+    """The janitor task of one cluster. ``extra``: its connection's extra; ``api_client()``: a
+    context manager yielding its kubernetes ApiClient (include/kube_client.py). Before setup
+    (the connection still the rendered example) it logs one line and succeeds without making
+    the client: an hourly failure on the example endpoint would only be noise."""
+    if notice := preflight.not_set_up(extra):
+        log.info("Not sweeping: %s", notice)
+        return Summary(namespace).counts()
+    with api_client() as client:
+        return sweep(CoreV1Api(client), namespace, get_task_states).counts()

@@ -31,6 +31,11 @@ ROTATE_TOKEN = ("scripts/deploy.sh --deployment-id <id> --rotate-token --kubecon
 {%- endif %}
 # Under this share of its lifetime left, the token check passes with a warning.
 LOW_TOKEN_SHARE = 0.25
+# (connect, read) seconds: every Kubernetes API call of this project's own code (this preflight,
+# include/janitor.py) passes it as _request_timeout. The client has no default of its own and
+# would wait forever on an endpoint that accepts a connection and never answers (a stalled
+# proxy or load balancer); urllib3 retries a timed-out GET 3 times.
+API_TIMEOUT = (10, 60)
 FIX_CONNECTION = "run `scripts/setup_remote.sh` (or `python3 scripts/write_connection.py`) and restart (`astro dev restart`)"
 FIX_IDENTITY = {
     "aws": "create the access entry: aws eks create-access-entry --cli-input-json file://aws/access-entry.json",
@@ -80,13 +85,34 @@ def kube_config_of(extra: dict) -> dict | None:
     return json.loads(kube_config) if isinstance(kube_config, str) else kube_config
 
 
+def example_connection(extra: dict) -> bool:
+    """True while the connection is still the example that scripts/write_connection.py
+    --placeholder writes at render time (its server is PLACEHOLDER_SERVER): nothing is set up
+    yet. The one test of it: the preflight fails on it, the scheduled janitor skips its sweep."""
+    try:
+        kube_config = kube_config_of(extra)
+        server = kube_config["clusters"][0]["cluster"].get("server", rc.PLACEHOLDER_SERVER)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):  # no kubeconfig: not the example
+        return False
+    return server == rc.PLACEHOLDER_SERVER
+
+
+def not_set_up(extra: dict) -> Attention | None:
+    """The one line a scheduled DAG logs, instead of calling the cluster, while the connection
+    is still the example; None once it is set up."""
+    if not example_connection(extra):
+        return None
+    return Attention(f"connection {rc.KUBERNETES_CONN_ID} is still the example ({rc.PLACEHOLDER_SERVER}): "
+                     f"nothing to do until the remote cluster is set up: {FIX_CONNECTION}")
+
+
 def check_connection(extra: dict) -> str:
     kube_config = kube_config_of(extra)
     if not isinstance(kube_config, dict):
         raise PreflightError(f"connection {rc.KUBERNETES_CONN_ID} has no kube_config extra: {FIX_CONNECTION}")
-    cluster = kube_config["clusters"][0]["cluster"]
-    if cluster.get("server", rc.PLACEHOLDER_SERVER) == rc.PLACEHOLDER_SERVER:
+    if example_connection(extra):
         raise PreflightError(f"connection {rc.KUBERNETES_CONN_ID} still has the example endpoint: {FIX_CONNECTION}")
+    cluster = kube_config["clusters"][0]["cluster"]
     if not cluster.get("certificate-authority-data"):
         raise PreflightError(f"connection {rc.KUBERNETES_CONN_ID} has no cluster CA: {FIX_CONNECTION}")
     if extra.get("namespace", rc.REMOTE_NAMESPACE) != rc.REMOTE_NAMESPACE:
@@ -188,7 +214,7 @@ def check_api_server(api_client) -> str:
     from kubernetes.client.exceptions import ApiException
 
     try:
-        version = VersionApi(api_client).get_code().git_version
+        version = VersionApi(api_client).get_code(_request_timeout=API_TIMEOUT).git_version
     except ApiException as err:
         if err.status == 401:
             raise PreflightError(f"the API server rejected the token (401): {FIX_IDENTITY}") from None
@@ -201,7 +227,7 @@ def check_api_server(api_client) -> str:
         raise PreflightError(f"cannot reach the API server: {hint}: {err.__class__.__name__}") from None
     try:
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
-        review = AuthenticationV1Api(api_client).create_self_subject_review(body)
+        review = AuthenticationV1Api(api_client).create_self_subject_review(body, _request_timeout=API_TIMEOUT)
         who = review.status.user_info
         identity = f"{who.username} groups={','.join(who.groups or [])}"
     except ApiException:
@@ -222,7 +248,7 @@ def check_permissions(api_client) -> str:
             "spec": {"resourceAttributes": {"namespace": rc.REMOTE_NAMESPACE, "verb": verb,
                                             "resource": resource, "subresource": subresource}},
         }
-        if not api.create_self_subject_access_review(body).status.allowed:
+        if not api.create_self_subject_access_review(body, _request_timeout=API_TIMEOUT).status.allowed:
             denied.append(f"{verb} {resource}/{subresource}" if subresource else f"{verb} {resource}")
     if denied:
         raise PreflightError(
@@ -371,11 +397,11 @@ def describe_quota(hard: dict | None, used: dict, limit_range_found: bool, defau
 
 
 def read_named(read, resource: str, name: str):
-    """One object of this namespace by name; None when it does not exist."""
+    """One object of this namespace by name, read by ``read()``; None when it does not exist."""
     from kubernetes.client.exceptions import ApiException
 
     try:
-        return read(name, rc.REMOTE_NAMESPACE)
+        return read()
     except ApiException as err:
         if err.status == 404:
             return None
@@ -391,8 +417,12 @@ def check_quota(api_client, extra: dict | None = None) -> str:
     from kubernetes.client import CoreV1Api
 
     api = CoreV1Api(api_client)
-    quota = read_named(api.read_namespaced_resource_quota, "resourcequotas", rc.QUOTA_NAME)
-    limit_range = read_named(api.read_namespaced_limit_range, "limitranges", rc.LIMIT_RANGE_NAME)
+    namespace = rc.REMOTE_NAMESPACE
+    quota = read_named(lambda: api.read_namespaced_resource_quota(rc.QUOTA_NAME, namespace, _request_timeout=API_TIMEOUT),
+                       "resourcequotas", rc.QUOTA_NAME)
+    limit_range = read_named(lambda: api.read_namespaced_limit_range(rc.LIMIT_RANGE_NAME, namespace,
+                                                                     _request_timeout=API_TIMEOUT),
+                             "limitranges", rc.LIMIT_RANGE_NAME)
     default_requests, default_limits = {}, {}
     for item in (limit_range.spec.limits or []) if limit_range else []:
         if item.type == "Container":

@@ -1,6 +1,7 @@
 """Which pods the janitor (include/janitor.py) deletes. The pods and the task states are
 stand-ins here; the verdicts, the label matching and the deletion calls are the project's code."""
 
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -10,7 +11,7 @@ from airflow.utils.state import State, TaskInstanceState
 from kubernetes.client import V1ObjectMeta, V1Pod
 from kubernetes.client.exceptions import ApiException
 
-from include import janitor
+from include import janitor, preflight
 from include import remote_cluster as rc
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -119,11 +120,13 @@ class FakeCoreV1:
     def __init__(self, pods, fail: dict[str, int] | None = None):
         self.pods, self.fail, self.deleted, self.listed = pods, fail or {}, [], []
 
-    def list_namespaced_pod(self, namespace, label_selector):
+    def list_namespaced_pod(self, namespace, label_selector, _request_timeout):
+        assert _request_timeout == preflight.API_TIMEOUT
         self.listed.append((namespace, label_selector))
         return SimpleNamespace(items=self.pods)
 
-    def delete_namespaced_pod(self, name, namespace, body):
+    def delete_namespaced_pod(self, name, namespace, body, _request_timeout):
+        assert _request_timeout == preflight.API_TIMEOUT
         if name in self.fail:
             raise ApiException(status=self.fail[name])
         self.deleted.append((name, namespace, body.preconditions.uid))
@@ -156,3 +159,31 @@ def test_sweep_tolerates_a_pod_already_gone_and_a_reused_name_but_not_a_refusal(
     with pytest.raises(ApiException):
         janitor.sweep(FakeCoreV1([pod()], fail={"hello-remote-abc": 403}), rc.REMOTE_NAMESPACE,
                       lambda **_: runs("failed")["remote_kpo"], now=NOW)
+
+
+@pytest.mark.skipif(rc.POD_OPERATOR == "native", reason="the native operator's connection is the cloud's own: no example")
+def test_before_setup_it_logs_one_line_and_makes_no_client(caplog):
+    """The connection as rendered (scripts/write_connection.py --placeholder): nothing is called."""
+    def no_client():
+        raise AssertionError("made a Kubernetes client before setup")
+
+    with caplog.at_level("INFO"):
+        counts = janitor.run(rc.connection_extra(), no_client, rc.REMOTE_NAMESPACE, lambda **_: {})
+    assert counts == {"deleted": 0, "already_gone": 0, "kept": 0}
+    (line,) = [record.getMessage() for record in caplog.records]
+    assert f"connection {rc.CONNECTION_ID} is still the example ({rc.PLACEHOLDER_SERVER})" in line
+    assert "scripts/setup_remote.sh" in line
+
+
+def test_once_set_up_it_sweeps(monkeypatch):
+    api, made = FakeCoreV1([pod()]), []
+
+    @contextmanager
+    def client():
+        made.append("client")
+        yield "api client"
+
+    monkeypatch.setattr(janitor, "CoreV1Api", lambda api_client: api if api_client == "api client" else None)
+    extra = rc.connection_extra(server="https://203.0.113.10", ca_data="Q0E=")
+    counts = janitor.run(extra, client, rc.REMOTE_NAMESPACE, lambda **_: runs("failed")["remote_kpo"])
+    assert made == ["client"] and counts["deleted"] == 1 and api.deleted

@@ -155,7 +155,8 @@ class FakeAuthorization:
     def __init__(self, denied):
         self.denied = denied
 
-    def create_self_subject_access_review(self, body):
+    def create_self_subject_access_review(self, body, _request_timeout):
+        assert _request_timeout == preflight.API_TIMEOUT
         attrs = body["spec"]["resourceAttributes"]
         assert attrs["namespace"] == rc.REMOTE_NAMESPACE
         key = (attrs["verb"], attrs["resource"], attrs["subresource"])
@@ -269,12 +270,14 @@ class FakeCore:
             raise ApiException(status=404, reason="Not Found")
         return value
 
-    def read_namespaced_resource_quota(self, name, namespace):
+    def read_namespaced_resource_quota(self, name, namespace, _request_timeout):
+        assert _request_timeout == preflight.API_TIMEOUT
         hard, used = self.quota or ({}, {})
         return self.answer("resourcequotas", name, namespace, self.quota,
                            SimpleNamespace(status=SimpleNamespace(hard=hard, used=used)))
 
-    def read_namespaced_limit_range(self, name, namespace):
+    def read_namespaced_limit_range(self, name, namespace, _request_timeout):
+        assert _request_timeout == preflight.API_TIMEOUT
         item = SimpleNamespace(type="Container", default=dict(rc.CONTAINER_DEFAULT_LIMITS),
                                default_request=dict(rc.CONTAINER_DEFAULT_REQUESTS))
         return self.answer("limitranges", name, namespace, self.limit_range, SimpleNamespace(spec=SimpleNamespace(limits=[item])))

@@ -4,25 +4,24 @@ The same sweep as dags/remote_pod_janitor.py (which keeps the primary cluster cl
 per cluster added under clusters/, each with that cluster's own client, namespace and
 include/janitor.py: only pods of this project and this Airflow, older than the grace period,
 whose task instance Airflow reports finished are deleted, and each deletion is logged. One
-cluster that cannot be reached does not stop the others. Pause this DAG to keep a finished
-task's pod, e.g. to debug it.
+cluster that cannot be reached does not stop the others, and a cluster not set up yet (its
+connection still the example written when it was added) logs that in one line and calls
+nothing. Pause this DAG to keep a finished task's pod, e.g. to debug it.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import dag, task
+from airflow.sdk import BaseHook, dag, task
 from clusters import cluster, names
-from kubernetes.client import CoreV1Api
 
 
 def sweep(name: str, get_task_states) -> dict[str, int]:
     found = cluster(name)
+    extra = BaseHook.get_connection(found.settings.CONNECTION_ID).extra_dejson
     # The task states come from Airflow's Task SDK (no metadata database access needed).
-    with found.api_client() as client:
-        summary = found.janitor.sweep(CoreV1Api(client), found.settings.REMOTE_NAMESPACE, get_task_states)
-    return summary.counts()
+    return found.janitor.run(extra, found.api_client, found.settings.REMOTE_NAMESPACE, get_task_states)
 
 
 @dag(
