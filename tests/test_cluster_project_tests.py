@@ -46,8 +46,8 @@ def run_project_tests(project, tmp_path) -> subprocess.CompletedProcess:
 def test_the_projects_own_tests_pass_with_added_clusters(project, tmp_path):
     done = run_project_tests(project, tmp_path)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    # The checks of the project's own cluster ran, on its own DAGs only.
-    assert "PASSED tests/test_remote_setup.py::test_pod_tasks_use_the_remote_cluster" in done.stdout
+    # The rules of pod tasks held for every DAG, the added clusters' too, each on its own cluster.
+    assert "PASSED tests/test_remote_setup.py::test_every_pod_task_follows_the_rules" in done.stdout
     # Every DAG file, the added clusters' too, had its tags and retries checked.
     dags = len(list((project / "dags").glob("*.py")))
     assert dags == 3 + 3 + 1  # the project's own, the three of every multi-cluster project, the GKE GPU DAG

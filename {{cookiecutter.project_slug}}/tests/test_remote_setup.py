@@ -4,6 +4,7 @@ These run without a cluster: they read the files this project deploys and the DA
 Airflow parses them.
 """
 
+import importlib
 import json
 import re
 import shlex
@@ -28,21 +29,66 @@ def settings() -> dict:
     return yaml.safe_load((PROJECT / "airflow_settings.yaml").read_text())["airflow"]
 
 
-def added_cluster_dag_files() -> set[Path]:
-    """DAG files written by adding clusters (clusters/static.json and clusters/*/cluster.json
-    list them): their pods run on those clusters, which the template's tests check."""
-    written = [PROJECT / "clusters" / "static.json", *PROJECT.glob("clusters/*/cluster.json")]
-    return {PROJECT / f for path in written if path.exists() for f in json.loads(path.read_text())["files"]}
+def project_clusters() -> dict[str, str]:
+    """{connection id: package of that cluster's modules}: the cluster this project was rendered for
+    (include/) and every cluster added later (clusters/<package>/include/)."""
+    found = {rc.CONNECTION_ID: "include"}
+    for path in sorted(PROJECT.glob("clusters/*/cluster.json")):
+        package = f"clusters.{path.parent.name}.include"
+        found[importlib.import_module(f"{package}.remote_cluster").CONNECTION_ID] = package
+    return found
 
 
 @pytest.fixture(scope="module")
 def pod_tasks():
-    """The pod tasks of this project's cluster (include/remote_cluster.py)."""
+    """Every pod task of every DAG in dags/: the examples, the team's own, those of added clusters."""
     bag = DagBag(dag_folder=str(PROJECT / "dags"))
     assert not bag.import_errors, bag.import_errors
-    others = added_cluster_dag_files()
-    return [t for d in bag.dags.values() if Path(d.fileloc) not in others
-            for t in d.tasks if isinstance(t, KubernetesPodOperator)]
+    return [t for d in bag.dags.values() for t in d.tasks if isinstance(t, KubernetesPodOperator)]
+
+
+def target(task) -> str | None:
+    """The package of the cluster a pod task runs on, found by its connection; None: no cluster of ours."""
+    clusters = project_clusters()
+    for attribute in ("aws_conn_id", "gcp_conn_id", "kubernetes_conn_id"):  # native operators: the cloud's
+        if getattr(task, attribute, None) in clusters:
+            return clusters[getattr(task, attribute)]
+    return None
+
+
+def broken_rules(task) -> list[str]:
+    """What a pod task breaks of the rules every pod task on a remote cluster must follow, one line each."""
+    where = f"{task.dag_id}.{task.task_id}"
+    package = target(task)
+    if package is None:
+        used = sorted({str(getattr(task, a)) for a in ("aws_conn_id", "gcp_conn_id", "kubernetes_conn_id")
+                       if getattr(task, a, None)})
+        return [f"{where}: connection: {', '.join(used)} is no cluster of this project ({', '.join(project_clusters())}); "
+                "pass **CLUSTER_ARGS (include/remote_pod.py) or use RemotePod(<cluster>, ...) (clusters/)"]
+    settings = importlib.import_module(f"{package}.remote_cluster")
+    operator = importlib.import_module(f"{package}.remote_pod").RemotePodOperator
+    broken = []
+    if task.namespace != settings.REMOTE_NAMESPACE:
+        broken.append(f"{where}: namespace: {task.namespace!r}, but the Role allows pods only in "
+                      f"{settings.REMOTE_NAMESPACE!r} on this cluster")
+    if task.in_cluster is not False:
+        broken.append(f"{where}: in_cluster: {task.in_cluster!r}; it must be False on a remote cluster "
+                      "(None makes the deferred trigger look for a cluster around Airflow)")
+    if settings.POD_OPERATOR == "native" and getattr(task, "cluster_name", None) != settings.CLUSTER_NAME:
+        broken.append(f"{where}: cluster_name: {getattr(task, 'cluster_name', None)!r}, not {settings.CLUSTER_NAME!r}")
+    if task.pool != settings.REMOTE_POOL:
+        broken.append(f"{where}: pool: {task.pool!r}; pods on this cluster share the pool {settings.REMOTE_POOL!r}, "
+                      "which caps how many run at once")
+    has_deadline = getattr(task, "active_deadline_seconds", None) or (
+        isinstance(task, operator) and (task.execution_timeout or importlib.import_module(
+            f"{package}.remote_pod").POD_DEADLINE_WITHOUT_TIMEOUT))
+    if not has_deadline:
+        broken.append(f"{where}: deadline: the pod has none, so it runs on if Airflow is gone; use RemotePodOperator "
+                      "(it sets one from execution_timeout) or active_deadline_seconds")
+    if task.do_xcom_push and not settings.XCOM_ENABLED:
+        broken.append(f"{where}: do_xcom_push: the XCom is read through pods/exec, which this cluster's Role does not "
+                      "grant (the project was made with xcom=no); set do_xcom_push=False or grant it (README)")
+    return broken
 
 
 def test_kubectl_apply_of_the_folder_creates_the_namespace_first():
@@ -108,43 +154,56 @@ def test_pool_exists_locally_with_the_dags_name():
     assert pools[rc.REMOTE_POOL] == rc.REMOTE_POOL_SLOTS
 
 
-def test_pod_tasks_use_the_remote_cluster(pod_tasks):
+def test_every_pod_task_follows_the_rules(pod_tasks):
+    """Every pod task, the team's own too: one of this project's clusters, its namespace and pool,
+    in_cluster=False, a pod deadline, and no XCom where the Role cannot read one."""
     assert pod_tasks
-    for t in pod_tasks:
-        if rc.POD_OPERATOR == "native":  # the cloud connection names the cluster; no kubeconfig connection
-            assert (getattr(t, "aws_conn_id", None) or getattr(t, "gcp_conn_id", None)) == rc.CONNECTION_ID
-            assert t.cluster_name == rc.CLUSTER_NAME
-        else:
-            assert t.kubernetes_conn_id == rc.KUBERNETES_CONN_ID
-        assert t.namespace == rc.REMOTE_NAMESPACE
-        assert t.in_cluster is False
-        assert t.deferrable is True
-        assert t.pool == rc.REMOTE_POOL
-        assert t.do_xcom_push is (rc.XCOM_ENABLED and t.dag_id == "remote_kpo")
-        assert t.on_finish_action.value == "delete_pod"
-        assert t.startup_timeout_seconds >= 600, "GPU node scale-up takes minutes"
+    broken = [line for t in pod_tasks for line in broken_rules(t)]
+    assert not broken, "\n".join(broken)
+
+
+def example_task(pod_tasks, dag_id: str, task_id: str):
+    found = [t for t in pod_tasks if (t.dag_id, t.task_id) == (dag_id, task_id)]
+    if not found:
+        pytest.skip(f"the example {dag_id}.{task_id} is no longer in dags/")
+    return found[0]
+
+
+def test_the_example_pod_task_is_set_up_as_the_docs_say(pod_tasks):
+    """What the example promises (README): deferred, deleted when done, GPU-sized timeouts, its XCom."""
+    t = example_task(pod_tasks, "remote_kpo", "hello_remote")
+    assert t.deferrable is True
+    assert t.do_xcom_push is rc.XCOM_ENABLED
+    assert t.on_finish_action.value == "delete_pod"
+    assert t.startup_timeout_seconds >= 600, "GPU node scale-up takes minutes"
+    assert (t.container_resources.requests, t.container_resources.limits) == (
+        rc.EXAMPLE_POD_REQUESTS, rc.EXAMPLE_POD_LIMITS), "the preflight checks these constants"
 
 
 def test_the_dags_pods_fit_in_the_quota(pod_tasks):
-    """Each pod the DAGs start, and remote_kpo's with USE_GPU = True, fits in the empty quota
-    with the LimitRange's defaults (k8s/resourcequota.yaml, k8s/resource-defaults.yaml)."""
-    from include import preflight
+    """Each pod the DAGs start fits in its cluster's empty quota with the LimitRange's defaults
+    (k8s/resourcequota.yaml, k8s/resource-defaults.yaml), and so does remote_kpo's with USE_GPU = True."""
 
-    def fits(resources, xcom: bool) -> None:
-        containers = [{"name": "base", "requests": dict(resources.requests or {}), "limits": dict(resources.limits or {})}]
-        if xcom:
+    def over(task, requests, limits) -> dict:
+        package = target(task)
+        settings = importlib.import_module(f"{package}.remote_cluster")
+        preflight = importlib.import_module(f"{package}.preflight")
+        containers = [{"name": "base", "requests": dict(requests or {}), "limits": dict(limits or {})}]
+        if task.do_xcom_push:
             containers += preflight.example_pod_containers()[1:]
-        usage = preflight.quota_usage(preflight.admitted(containers, rc.CONTAINER_DEFAULT_REQUESTS, rc.CONTAINER_DEFAULT_LIMITS))
-        over = {k: v for k, v in rc.NAMESPACE_QUOTA.items() if usage.get(k, 0) > preflight.quantity(v)}
-        assert not over, (resources, over)
+        usage = preflight.quota_usage(preflight.admitted(containers, settings.CONTAINER_DEFAULT_REQUESTS,
+                                                         settings.CONTAINER_DEFAULT_LIMITS))
+        return {k: v for k, v in settings.NAMESPACE_QUOTA.items() if usage.get(k, 0) > preflight.quantity(v)}
 
-    for t in pod_tasks:
-        fits(t.container_resources, t.do_xcom_push)
-        if t.dag_id == "remote_kpo":
-            assert (t.container_resources.requests, t.container_resources.limits) == (
-                rc.EXAMPLE_POD_REQUESTS, rc.EXAMPLE_POD_LIMITS), "the preflight checks these constants"
-            fits(SimpleNamespace(requests=rc.EXAMPLE_POD_REQUESTS, limits={**rc.EXAMPLE_POD_LIMITS, "nvidia.com/gpu": "1"}),
-                 t.do_xcom_push)
+    too_big = {}
+    for t in (t for t in pod_tasks if target(t)):
+        resources = t.container_resources or SimpleNamespace(requests=None, limits=None)  # None: the defaults
+        if found := over(t, resources.requests, resources.limits):
+            too_big[f"{t.dag_id}.{t.task_id}"] = found
+        if (t.dag_id, t.task_id) == ("remote_kpo", "hello_remote"):
+            if found := over(t, rc.EXAMPLE_POD_REQUESTS, {**rc.EXAMPLE_POD_LIMITS, "nvidia.com/gpu": "1"}):
+                too_big["remote_kpo.hello_remote with USE_GPU = True"] = found
+    assert not too_big, f"pods larger than the namespace's whole quota (its API server refuses them): {too_big}"
 
 
 def test_exec_plugin_is_in_the_image():
