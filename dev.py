@@ -63,7 +63,12 @@ def render(args: list[str]) -> int:
         args = ["cloud=aws", *args]
     out = ROOT / "out"
     cmd = [bin_of(env, "cookiecutter"), "--no-input", "--overwrite-if-exists", "--output-dir", str(out), str(ROOT), *args]
-    return subprocess.run(cmd).returncode
+    before = {p: p.stat().st_mtime for p in out.iterdir()} if out.is_dir() else {}
+    code = subprocess.run(cmd).returncode
+    made = [p for p in (out.iterdir() if out.is_dir() else []) if p.is_dir() and before.get(p) != p.stat().st_mtime]
+    if code == 0 and len(made) == 1:  # the hook's "cd <slug>" is relative to ./out, not to here
+        print(f"The project is in {os.path.relpath(made[0])}: cd {os.path.relpath(made[0])}", file=sys.stderr)
+    return code
 
 
 def test(args: list[str]) -> int:
