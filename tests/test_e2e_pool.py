@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_harness import Cluster, migrate
+from e2e_harness import Cluster, migrate, stop_groups
 
 SLOTS, FANOUT = 2, 5
 DAG = f'''
@@ -115,16 +114,7 @@ class Deployment:
             time.sleep(1)
 
     def __exit__(self, *exc):
-        for process in self.processes.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+        stop_groups(self.processes.values())
 
 
 def run_fanout(project: Path, work: Path) -> tuple[int, list[tuple], str]:
