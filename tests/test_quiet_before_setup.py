@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import CASES, ROOT, airflow_env
-from e2e_harness import RUN_DAG, add_cluster, dag_env, finish, migrate, template_copy
+from e2e_harness import RUN_DAG, add_cluster, dag_env, finish, migrate
 
 GENERIC = {"cloud": "generic", "xcom": False}
 EXAMPLE = "is still the example (https://cluster-endpoint.example.invalid)"
@@ -188,7 +188,7 @@ def test_added_clusters_janitor_before_setup_logs_one_line_each(render, airflow_
     connection and its own clusters/<pkg>/scripts/setup_remote.sh."""
     project = tmp_path / "project" / "remote_kpo"
     shutil.copytree(render(GENERIC).path, project)
-    add_cluster(project, template_copy(tmp_path / "template"), {"cluster_id": "eks-two", "cloud": "aws"})
+    add_cluster(project, ROOT, {"cluster_id": "eks-two", "cloud": "aws"})  # this template, as tests/test_add_cluster.py does
     connections = example_connections(project)
     assert sorted(connections) == ["AIRFLOW_CONN_REMOTE_KUBERNETES", "AIRFLOW_CONN_REMOTE_KUBERNETES_EKS_TWO"]
     env = dag_env(project, airflow_home, [], connections)
