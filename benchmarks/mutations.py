@@ -188,6 +188,22 @@ MUTATIONS = [
              f"{TEMPLATE}/tests/test_no_credentials.py", "            verdict = exclude\n",
              "            verdict = verdict or exclude\n",
              ["tests/test_ignore_files.py -k agrees_with_docker"]),
+    # Quiet before setup, and every Kubernetes call with a timeout (issue I, point 5).
+    Mutation("janitor no longer checks for the example connection", f"{TEMPLATE}/include/janitor.py",
+             "    if notice := preflight.not_set_up(extra):\n", "    if notice := None:\n",
+             ["tests/test_quiet_before_setup.py -k janitor_before_setup_logs"]),
+    Mutation("added clusters' janitor reads no connection (the example goes unseen)",
+             "cluster/files/dags/remote_pod_janitor_clusters.py",
+             "extra = BaseHook.get_connection(found.settings.CONNECTION_ID).extra_dejson", "extra = {}",
+             ["tests/test_quiet_before_setup.py -k added_clusters"]),
+    Mutation("janitor lists pods without a timeout", f"{TEMPLATE}/include/janitor.py",
+             "label_selector=LABEL_SELECTOR,\n                                         _request_timeout=preflight.API_TIMEOUT)",
+             "label_selector=LABEL_SELECTOR)",
+             ["tests/test_quiet_before_setup.py -k passes_a_timeout"]),
+    Mutation("preflight reads the LimitRange without a timeout", f"{TEMPLATE}/include/preflight.py",
+             "namespace,\n                                                                     _request_timeout=API_TIMEOUT)",
+             "namespace)",
+             ["tests/test_quiet_before_setup.py -k passes_a_timeout"]),
 ]
 
 
