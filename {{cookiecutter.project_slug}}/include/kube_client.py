@@ -1,6 +1,7 @@
 """A Kubernetes API client for the remote cluster, signed in the way this project's pods are
 started. The preflight (dags/check_remote_cluster.py) and the janitor
-(dags/remote_pod_janitor.py) use it.
+(dags/remote_pod_janitor.py) use it; each of their calls passes
+``_request_timeout=preflight.API_TIMEOUT`` (the client has no default timeout of its own).
 """
 
 from __future__ import annotations
