@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "{{cookiecutter.project_slug}}"
+RUNNER_POLICY = (f"{TEMPLATE}/aws/{{% if cookiecutter.pod_operator == 'native' or cookiecutter.gpu_node_group %}}"
+                 "runner-policy.json{% endif %}")
 
 
 @dataclass
@@ -156,11 +158,11 @@ MUTATIONS = [
              "        client.get_operation(name=client.delete_node_pool(name=NODE_POOL_PATH).name)\n",
              ["tests/test_cloud_permissions.py -k gke_custom_role"]),
     Mutation("AWS runner policy without eks:DeleteNodegroup",
-             f"{TEMPLATE}/aws/{{% if cookiecutter.pod_operator == 'native' or cookiecutter.gpu_node_group %}}runner-policy.json{{% endif %}}",
+             RUNNER_POLICY,
              '        "eks:DeleteNodegroup",\n', "",
              ["tests/test_cloud_permissions.py -k aws_runner_policy"]),
     Mutation("AWS runner policy names an action that does not exist",
-             f"{TEMPLATE}/aws/{{% if cookiecutter.pod_operator == 'native' or cookiecutter.gpu_node_group %}}runner-policy.json{{% endif %}}",
+             RUNNER_POLICY,
              '"Action": "eks:DescribeCluster"', '"Action": ["eks:DescribeCluster", "eks:DescribeNodegroups"]',
              ["tests/test_cloud_permissions.py -k aws_runner_policy"]),
     Mutation("aws.sh calls an aws command that maps to no IAM action", f"{TEMPLATE}/scripts/setup/aws.sh",

@@ -191,7 +191,8 @@ def test_gke_custom_role_is_what_the_calls_need(render, answers):
         return
     role = set(yaml.safe_load(role_file.read_text())["includedPermissions"])
     unknown = role - table_permissions()
-    assert not unknown, f"{sorted(unknown)} are not permissions in Google's GKE API table (nodePools methods need container.clusters.*)"
+    assert not unknown, (f"{sorted(unknown)} are not permissions in Google's GKE API table "
+                         "(nodePools methods need container.clusters.*)")
     missing = {p: f for p, f in needed.items() if p not in role | viewer}
     assert not missing, f"the custom role lacks what these calls need: {missing}"
     node_pool_needs = {p for m, files in called.items() for p in gke_permissions(m)

@@ -4,7 +4,6 @@ from datetime import datetime, timedelta
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import dag
-
 from clusters import RemotePod
 from include.remote_cluster import REMOTE_POOL
 from include.remote_pod import CLUSTER_ARGS, RemotePodOperator

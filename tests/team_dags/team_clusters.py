@@ -3,7 +3,6 @@
 from datetime import datetime, timedelta
 
 from airflow.sdk import dag
-
 from clusters import RemotePod, names
 
 

@@ -5,10 +5,9 @@ from datetime import datetime, timedelta
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import dag, task
-from kubernetes.client import models as k8s
-
 from include.remote_cluster import REMOTE_POOL, XCOM_ENABLED
 from include.remote_pod import CLUSTER_ARGS, RemotePodOperator
+from kubernetes.client import models as k8s
 
 
 @dag(schedule="@daily", start_date=datetime(2025, 1, 1), catchup=False, tags=["team"],
