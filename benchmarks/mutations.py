@@ -206,6 +206,25 @@ MUTATIONS = [
              "namespace,\n                                                                     _request_timeout=API_TIMEOUT)",
              "namespace)",
              ["tests/test_quiet_before_setup.py -k passes_a_timeout"]),
+    # A team's project, a suite that cannot hang, no leftovers (issue I, points 1, 2, 8, 9).
+    Mutation("render keeps the template tree's bytecode and caches", "hooks/post_gen_project.py",
+             "    remove_build_leftovers(project)\n    prune(", "    prune(",
+             ["tests/test_build_leftovers.py -k leave_no_bytecode"]),
+    Mutation("dag.test() runner no longer drops stale defer-exit events", "tests/dag_run.py",
+             "            stale.append(key)", "            pass",
+             ["tests/test_dag_run.py"]),
+    Mutation("the pod-task rules no longer check the namespace", f"{TEMPLATE}/tests/test_remote_setup.py",
+             "    if task.namespace != settings.REMOTE_NAMESPACE:", "    if False:",
+             ["tests/test_team_dags.py -k breaking_a_rule"]),
+    Mutation("every pod task must be deferrable again (only the example promises it)",
+             f"{TEMPLATE}/tests/test_remote_setup.py",
+             "    broken = [line for t in pod_tasks for line in broken_rules(t)]",
+             "    assert all(t.deferrable for t in pod_tasks)\n"
+             "    broken = [line for t in pod_tasks for line in broken_rules(t)]",
+             ["tests/test_team_dags.py -k own_dags_pass"]),
+    Mutation("pool plugin leaves include_deferred off", f"{TEMPLATE}/plugins/remote_kpo_pools.py",
+             "            pool.include_deferred = True\n", "            pass\n",
+             ["tests/test_e2e_pool.py -k caps_deferred"]),
 ]
 
 

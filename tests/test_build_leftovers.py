@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2e_harness import add_cluster, template_copy
+from e2e_harness import add_cluster
+
+ROOT = Path(__file__).resolve().parent.parent
 
 LEFTOVERS = {  # where a template checkout gets them: pytest, ruff, imports of the project's modules
     "{{cookiecutter.project_slug}}/include/__pycache__/remote_pod.cpython-311.pyc": b"\xa7\r\r\n\x00\x00binary",
@@ -32,6 +34,15 @@ LEFTOVER_PARTS = {"__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", 
 def leftovers(project: Path) -> list[str]:
     return sorted(p.relative_to(project).as_posix() for p in project.rglob("*")
                   if LEFTOVER_PARTS & set(p.relative_to(project).parts) or p.suffix in (".pyc", ".pyo"))
+
+
+def template_copy(target: Path) -> Path:
+    """The template as a clone holds it (no .git needed: the mutation script's copies have none)."""
+    import shutil
+
+    shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(".git", ".venv*", "out", "__pycache__", "*.pyc",
+                                                                ".pytest_cache", ".ruff_cache", ".hypothesis"))
+    return target
 
 
 @pytest.fixture
