@@ -36,11 +36,18 @@ BUILD_LEFTOVER_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cac
 BUILD_LEFTOVER_SUFFIXES = (".pyc", ".pyo")
 
 
+def is_build_leftover(path: Path) -> bool:
+    """In a leftover folder, or bytecode itself (the cluster/ template's add hook asks this too)."""
+    return bool(BUILD_LEFTOVER_DIRS & set(path.parts)) or path.name.endswith(BUILD_LEFTOVER_SUFFIXES)
+
+
 def remove_build_leftovers(project: Path) -> None:
     for path in sorted(project.rglob("*"), key=lambda p: len(p.parts)):
-        if path.is_dir() and not path.is_symlink() and path.name in BUILD_LEFTOVER_DIRS:
+        if not (path.is_symlink() or path.exists()) or not is_build_leftover(path.relative_to(project)):
+            continue  # already gone with its folder, or no leftover
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-        elif path.name.endswith(BUILD_LEFTOVER_SUFFIXES) and (path.is_file() or path.is_symlink()):
+        else:
             path.unlink()
 
 

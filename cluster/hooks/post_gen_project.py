@@ -29,14 +29,6 @@ say = partial(print, file=sys.stderr)  # like the main template's hook: stdout s
 # How a deployment on another cloud reaches an added aws/gcp cluster.
 FEDERATION = {"aws": "AWS: an IAM role it assumes through OIDC web identity",
               "gcp": "GCP: workload identity federation"}
-# Bytecode and tool caches that running anything in the template tree may leave: never copied.
-LEFTOVER_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis"}
-
-
-def leftover(path: Path) -> bool:
-    return bool(LEFTOVER_DIRS & set(path.parts)) or path.suffix in (".pyc", ".pyo")
-
-
 PART = ["include", "k8s", "aws", "gcp", "scripts/setup_remote.sh", "scripts/write_connection.py"]
 
 
@@ -67,12 +59,13 @@ def render(template: Path, answers: dict, slug: str, name: str, work: Path) -> P
 
 
 def wanted_files(part: Path, pkg: str, cloud: str) -> dict[str, Path]:
-    """{project-relative path: rendered file}: the cluster's part, and its GPU DAG if it has one."""
+    """{project-relative path: rendered file}: the cluster's part, and its GPU DAG if it has one
+    (the main template's hook already dropped build leftovers from the render)."""
     found = {}
     for rel in [*PART, f"scripts/setup/{cloud}.sh"]:
         source = part / rel
         for path in sorted(source.rglob("*")) if source.is_dir() else [source]:
-            if path.is_file() and not leftover(path):
+            if path.is_file():
                 found[f"clusters/{pkg}/{path.relative_to(part).as_posix()}"] = path
     if (part / "dags" / "remote_kpo_gpu.py").is_file():
         found[f"dags/remote_kpo_gpu_{pkg}.py"] = part / "dags" / "remote_kpo_gpu.py"
@@ -117,6 +110,8 @@ def main(answers: dict) -> int:
     template = Path(answers["_repo_dir"]).parent
     config = json.loads((template / "cookiecutter.json").read_text())
     rules = load(Path(answers["_repo_dir"]) / "hooks" / "pre_gen_project.py", "_kpo_cluster_rules")
+    # Bytecode and tool caches that running anything in the template tree may leave: never copied.
+    leftover = load(template / "hooks" / "post_gen_project.py", "_kpo_main_post_gen").is_build_leftover
     mine = rules.relevant(answers, config["_clouds"])
     cid, cloud, pkg = mine["cluster_id"], mine["cloud"], mine["cluster_id"].replace("-", "_")
     record_path = project / "clusters" / pkg / "cluster.json"
@@ -138,8 +133,9 @@ def main(answers: dict) -> int:
         sha(record_path.read_bytes()) if record_path.exists() else None, changed, kept)
     static_path = project / "clusters" / "static.json"
     static = json.loads(static_path.read_text())["files"] if static_path.exists() else {}
-    sources = {p.relative_to(template / "cluster" / "files").as_posix(): p
-               for p in sorted((template / "cluster" / "files").rglob("*")) if p.is_file() and not leftover(p)}
+    files = template / "cluster" / "files"
+    sources = {p.relative_to(files).as_posix(): p
+               for p in sorted(files.rglob("*")) if p.is_file() and not leftover(p.relative_to(template))}
     for rel, source in sources.items():
         put(project, rel, source.read_bytes(), static.get(rel), changed, kept, source.stat().st_mode & 0o777)
     put(project, "clusters/static.json", (json.dumps({"files": {rel: sha(p.read_bytes()) for rel, p in sources.items()}},

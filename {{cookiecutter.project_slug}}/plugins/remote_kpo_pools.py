@@ -18,6 +18,7 @@ So this plugin sets it from inside Airflow, in the components that own the datab
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -29,8 +30,10 @@ log = logging.getLogger(__name__)
 PROJECT = Path(__file__).resolve().parent.parent
 
 
+@functools.cache
 def project_pools() -> dict[str, tuple[int, str]]:
-    """{pool: (slots, description)} of every cluster of this project (include/, clusters/)."""
+    """{pool: (slots, description)} of every cluster of this project (include/, clusters/); read
+    once per process (a new cluster reaches the deployment with a new image, so a restart)."""
     if str(PROJECT) not in sys.path:
         sys.path.append(str(PROJECT))
     from include import remote_cluster as rc

@@ -4,6 +4,7 @@ These run without a cluster: they read the files this project deploys and the DA
 Airflow parses them.
 """
 
+import functools
 import importlib
 import json
 import re
@@ -29,9 +30,10 @@ def settings() -> dict:
     return yaml.safe_load((PROJECT / "airflow_settings.yaml").read_text())["airflow"]
 
 
+@functools.cache
 def project_clusters() -> dict[str, str]:
     """{connection id: package of that cluster's modules}: the cluster this project was rendered for
-    (include/) and every cluster added later (clusters/<package>/include/)."""
+    (include/) and every cluster added later (its include/ under clusters/)."""
     found = {rc.CONNECTION_ID: "include"}
     for path in sorted(PROJECT.glob("clusters/*/cluster.json")):
         package = f"clusters.{path.parent.name}.include"
@@ -66,7 +68,7 @@ def broken_rules(task) -> list[str]:
         return [f"{where}: connection: {', '.join(used)} is no cluster of this project ({', '.join(project_clusters())}); "
                 "pass **CLUSTER_ARGS (include/remote_pod.py) or use RemotePod(<cluster>, ...) (clusters/)"]
     settings = importlib.import_module(f"{package}.remote_cluster")
-    operator = importlib.import_module(f"{package}.remote_pod").RemotePodOperator
+    remote_pod = importlib.import_module(f"{package}.remote_pod")
     broken = []
     if task.namespace != settings.REMOTE_NAMESPACE:
         broken.append(f"{where}: namespace: {task.namespace!r}, but the Role allows pods only in "
@@ -80,8 +82,8 @@ def broken_rules(task) -> list[str]:
         broken.append(f"{where}: pool: {task.pool!r}; pods on this cluster share the pool {settings.REMOTE_POOL!r}, "
                       "which caps how many run at once")
     has_deadline = getattr(task, "active_deadline_seconds", None) or (
-        isinstance(task, operator) and (task.execution_timeout or importlib.import_module(
-            f"{package}.remote_pod").POD_DEADLINE_WITHOUT_TIMEOUT))
+        isinstance(task, remote_pod.RemotePodOperator)
+        and (task.execution_timeout or remote_pod.POD_DEADLINE_WITHOUT_TIMEOUT))
     if not has_deadline:
         broken.append(f"{where}: deadline: the pod has none, so it runs on if Airflow is gone; use RemotePodOperator "
                       "(it sets one from execution_timeout) or active_deadline_seconds")
