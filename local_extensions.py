@@ -13,11 +13,22 @@ rules of hooks/pre_gen_project.py (the single place they are written), prints on
 ``ERROR: <field>: ...`` line per bad answer on stderr, then on stdout the command that retries
 with every other answer kept (each refused one as ``<FIX>``), and exits 1. The pre-generation
 hook repeats the check as a backstop.
+
+In an interactive run (``install_prompts``) a question is asked only where it matters and a bad
+answer is asked again on the spot: another cloud's questions (``<cloud>_*``, and the options a
+cloud does not offer) are not asked and keep their defaults, and an answer that breaks its own
+field's rule prints its ``ERROR:`` line and the question comes back. cookiecutter has no hook
+between questions (its pre-prompt hook runs before the first, its nested templates would split
+the project in one copy per cloud), so this wraps the three functions of ``cookiecutter.prompt``
+that ask, for this process only and only where their signatures are the ones it was written
+for (cookiecutter 2.2 to 2.7); elsewhere every question is asked, as before. Rules that join
+several answers (an ARN's partition and the region, distinct Azure ids) are checked at the end.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import shlex
 import sys
@@ -158,7 +169,73 @@ def refuse_bad_answers(environment, answers) -> str:
     raise SystemExit(1)
 
 
+# The prompt functions wrapped, with the parameters they were written for.
+PROMPT_FUNCTIONS = {
+    "read_user_variable": ["var_name", "default_value", "prompts", "prefix"],
+    "read_user_yes_no": ["var_name", "default_value", "prompts", "prefix"],
+    "prompt_choice_for_config": ["cookiecutter_dict", "env", "key", "options", "no_input", "prompts", "prefix"],
+}
+
+
+def not_asked(key: str, answers: dict, clouds: dict) -> bool:
+    """Another cloud's question, or an option the chosen cloud does not offer."""
+    cloud = answers.get("cloud")
+    if cloud not in clouds:
+        return False
+    if key.split("_")[0] in clouds:
+        return key.split("_")[0] != cloud
+    return key in ("pod_operator", "gpu_node_group") and not clouds[cloud]["native" if key == "pod_operator" else key]
+
+
+def refusal_on_the_spot(rules, key: str, value, answers: dict) -> str | None:
+    """The ERROR line of an answer breaking its own field's rule (hooks/pre_gen_project.py), or None."""
+    rule = rules.CLUSTER_NAME.get(str(answers.get("cloud"))) if key == "cluster_name" else rules.RULES.get(key)
+    if rule is None or rules.fits(value, rule):
+        return None
+    return rules.refusal(key, value, rule)
+
+
+def install_prompts() -> None:
+    try:
+        from cookiecutter import prompt
+    except ImportError:
+        return
+    if getattr(prompt, "_kpo_prompts", False):
+        return
+    for name, params in PROMPT_FUNCTIONS.items():
+        function = getattr(prompt, name, None)
+        if not callable(function) or list(inspect.signature(function).parameters) != params:
+            return  # another cookiecutter: every question is asked, the answers checked at the end
+    rules, clouds = _rules(), _config()["_clouds"]
+    given: list[dict] = [{}]  # cookiecutter's own dict of the answers so far (the choices pass it)
+    read_variable, read_yes_no, choice = prompt.read_user_variable, prompt.read_user_yes_no, prompt.prompt_choice_for_config
+
+    def asking(read):
+        def ask(var_name, default_value, prompts=None, prefix=""):
+            if not_asked(var_name, given[0], clouds):
+                return default_value
+            while True:
+                value = read(var_name, default_value, prompts, prefix)
+                line = refusal_on_the_spot(rules, var_name, value, given[0])
+                if line is None:
+                    return value
+                print(line, file=sys.stderr, flush=True)
+        return ask
+
+    def choosing(cookiecutter_dict, env, key, options, no_input, prompts=None, prefix=""):
+        given[0] = cookiecutter_dict
+        if not_asked(key, cookiecutter_dict, clouds):
+            no_input = True  # cookiecutter's own default: the first option
+        return choice(cookiecutter_dict, env, key, options, no_input, prompts, prefix)
+
+    prompt.read_user_variable = asking(read_variable)
+    prompt.read_user_yes_no = asking(read_yes_no)
+    prompt.prompt_choice_for_config = choosing
+    prompt._kpo_prompts = True
+
+
 def install(ext, environment) -> None:
+    install_prompts()
     environment.filters["refuse_bad_answers"] = refuse_bad_answers
     ext.ours = _our_sources()
     ext.literals = {}
