@@ -206,7 +206,9 @@ def install_prompts() -> None:
         function = getattr(prompt, name, None)
         if not callable(function) or list(inspect.signature(function).parameters) != params:
             return  # another cookiecutter: every question is asked, the answers checked at the end
-    rules, clouds = _rules(), _config()["_clouds"]
+    # The main template's rules and cloud table, also when the cluster/ template loads this file.
+    rules = _rules()
+    clouds = json.loads((Path(__file__).parent / "cookiecutter.json").read_text())["_clouds"]
     given: list[dict] = [{}]  # cookiecutter's own dict of the answers so far (the choices pass it)
     read_variable, read_yes_no, choice = prompt.read_user_variable, prompt.read_user_yes_no, prompt.prompt_choice_for_config
 

@@ -225,6 +225,12 @@ MUTATIONS = [
     Mutation("pool plugin leaves include_deferred off", f"{TEMPLATE}/plugins/remote_kpo_pools.py",
              "            pool.include_deferred = True\n", "            pass\n",
              ["tests/test_e2e_pool.py -k caps_deferred"]),
+    Mutation("prompts ask every cloud's questions again", "local_extensions.py",
+             '    cloud = answers.get("cloud")\n    if cloud not in clouds:', '    cloud = None\n    if cloud not in clouds:',
+             ["tests/test_prompts.py -k only_the_chosen_clouds or only_its_clouds"]),
+    Mutation("prompts take a bad answer and refuse it only at the end", "local_extensions.py",
+             "                if line is None:\n                    return value", "                return value",
+             ["tests/test_prompts.py -k a_bad_answer_again"]),
 ]
 
 

@@ -34,7 +34,8 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
 ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", TERM="xterm-256color", COLUMNS="250")
 
 
-def converse(args: list[str], replies: dict[str, list[str]], cwd: Path, timeout: float = 180) -> tuple[int, str]:
+def converse(args: list[str], replies: dict[str, list[str]], cwd: Path, timeout: float = 180,
+             visible: list[str] = VISIBLE) -> tuple[int, str]:
     """Run a command in a pseudo-terminal and answer each prompt as it appears: the `[n/N]` counter names the
     field; its next reply from ``replies`` is typed, or Enter. Returns the exit code and the screen as text."""
     master, slave = os.openpty()
@@ -56,7 +57,7 @@ def converse(args: list[str], replies: dict[str, list[str]], cwd: Path, timeout:
             screen = ANSI.sub("", raw.decode(errors="replace"))
             asked = re.findall(r"^  \[(\d+)/\d+\] ", screen[answered:], re.M)
             if asked and screen.endswith(": "):
-                field = VISIBLE[int(asked[-1]) - 1]
+                field = visible[int(asked[-1]) - 1]
                 queue = replies.get(field, [])
                 os.write(master, ((queue.pop(0) if queue else "") + "\n").encode())
                 answered = len(screen)
@@ -136,6 +137,28 @@ def test_interactive_asks_only_the_chosen_clouds_questions_and_a_bad_answer_agai
     text = files_text(project)
     assert all(value in text for value in [*azure.values(), "team-ml"])
     assert not (project / "dags" / "remote_kpo_gpu.py").exists()
+
+
+def test_adding_a_cluster_interactively_asks_only_its_clouds_questions(tmp_path):
+    """The add (`cookiecutter <template> --directory cluster` in a project) prompts the same way."""
+    cluster_config = json.loads((ROOT / "cluster" / "cookiecutter.json").read_text())
+    visible = [k for k in cluster_config if not k.startswith("_")]
+    done = subprocess.run([str(BIN / "cookiecutter"), "--no-input", str(ROOT), "cloud=aws"], cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    project = tmp_path / "remote_kpo"
+    replies = {"cluster_id": ["gke-two"], "cloud": ["2"], "namespace": ["ML Jobs", "ml-jobs"],
+               "gcp_project_id": ["my-gpu-project"]}
+    code, screen = converse([str(BIN / "cookiecutter"), str(ROOT), "--directory", "cluster"], replies, project,
+                            visible=visible)
+    assert code == 0, screen[-3000:]
+    asked = {field for n, field in enumerate(visible, 1) if re.search(rf"\[{n}/{len(visible)}\] ", screen)}
+    assert not {f for f in asked if f.startswith(("aws_", "azure_"))}, asked
+    assert {"cluster_id", "cloud", "namespace", "pod_operator", "gpu_node_group", "gcp_project_id"} <= asked, asked
+    errors = [line.split(":")[1].strip() for line in screen.splitlines() if line.startswith("ERROR: ")]
+    assert errors == ["namespace"], screen[-3000:]
+    answers = json.loads((project / "clusters" / "gke_two" / "cluster.json").read_text())["answers"]
+    assert answers["namespace"] == "ml-jobs" and answers["gcp_project_id"] == "my-gpu-project"
 
 
 def test_interactive_answers_that_do_not_go_together_then_the_retry(tmp_path):

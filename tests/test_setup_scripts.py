@@ -665,3 +665,22 @@ def test_the_old_mount_loses_the_sso_token(tmp_path, sso_portal):
     assert sso.returncode != 0 and "Token for corp does not exist" in sso.stderr, sso.stderr
     keys = botocore_in_container(root, "/usr/local/airflow", env, "keys", sso_portal)
     assert keys.stdout.strip() == "AKIAFROMKEYS", keys.stderr
+
+
+def test_dry_run_after_setup_plans_only_the_manifests_that_differ(setup):
+    """The dry run asks `kubectl diff` (read-only) like the real run: an edited Role is the one apply it plans.
+    Generic clusters only: on EKS, GKE and AKS the admin kubeconfig the diff needs is fetched by a cloud CLI
+    call the dry run does not make, so there it plans every apply (as it says)."""
+    s = setup("generic")
+    assert s.run().returncode == 0
+    role_file = s.project / "k8s" / "role.yaml"
+    role = yaml.safe_load(role_file.read_text())
+    role["metadata"].setdefault("labels", {})["team"] = "ml"
+    role_file.write_text(yaml.safe_dump(role))
+    s.double.reset_log()
+    done = s.run("--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert s.double.changes() == []
+    planned = [line.split(":", 1)[1].split() for line in done.stdout.splitlines() if line.startswith("would run:")]
+    assert [cmd[-1] for cmd in planned if "apply" in cmd] == ["k8s/role.yaml"], done.stdout
+    assert "unchanged: k8s/rolebinding.yaml" in done.stderr and "unchanged: k8s/namespace.yaml" in done.stderr

@@ -219,17 +219,20 @@ apply_manifests() {
         [ -f "$manifest" ] || continue
         label="$manifest"
         [ "$manifest" != "$DEVELOPER_MANIFEST" ] || label="RoleBinding for local developer $DEVELOPER_NAME"
-        if "$DRY_RUN"; then
-            change "${KUBECTL[@]}" apply -f "$manifest"
-            continue
-        fi
-        # kubectl diff: 0 = already so, 1 = differs, >1 = error.
+        # kubectl diff (read-only, also in a dry run): 0 = already so, 1 = differs, >1 = error.
         status=0
+        printf 'query:%s\n' "$(shown "${KUBECTL[@]}" diff -f "$manifest")" >&2
         "${KUBECTL[@]}" diff -f "$manifest" >/dev/null 2>"$WORK/diff.err" || status=$?
         case "$status" in
             0) say "unchanged: $label" ;;
             1) change "${KUBECTL[@]}" apply -f "$manifest" ;;
-            *) failed "$(failure_kind "$WORK/diff.err")" "$WORK/diff.err" kubectl diff -f "$manifest" ;;
+            # A dry run cannot diff what lives in a namespace it would create first, nor without the
+            # admin kubeconfig a cloud CLI call would fetch (EKS, GKE, AKS): it plans the apply.
+            *) if "$DRY_RUN"; then
+                   change "${KUBECTL[@]}" apply -f "$manifest"
+               else
+                   failed "$(failure_kind "$WORK/diff.err")" "$WORK/diff.err" kubectl diff -f "$manifest"
+               fi ;;
         esac
     done
 }
