@@ -231,6 +231,9 @@ MUTATIONS = [
     Mutation("prompts take a bad answer and refuse it only at the end", "local_extensions.py",
              "                if line is None:\n                    return value", "                return value",
              ["tests/test_prompts.py -k a_bad_answer_again"]),
+    Mutation("connection.env written through a symbolic link", f"{TEMPLATE}/scripts/write_connection.py",
+             "    if path.is_symlink():\n", "    if False:\n",
+             ["tests/test_scripts.py -k never_written_through_a_link"]),
 ]
 
 

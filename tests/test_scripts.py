@@ -109,3 +109,30 @@ def test_dry_run_changes_nothing(render, fake_clis, tmp_path, cloud):
     assert (project / "airflow_settings.yaml").read_text() == before
     assert not (project / "connection.env").exists()
     assert not (tmp_path / "calls.log").exists(), "dry run must call no CLI"
+
+
+def test_the_files_holding_a_token_are_private_on_every_write_and_never_written_through_a_link(render, fake_clis,
+                                                                                            tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(render({"cloud": "generic", "xcom": False}).path, project)
+    env = dict(os.environ, PATH=f"{fake_clis('generic')}{os.pathsep}{os.environ['PATH']}")
+    command = [sys.executable, "scripts/write_connection.py", "--kubeconfig", "admin.kubeconfig"]
+    (project / "connection.env").write_text("# made by hand\n")
+    for name in ("connection.env", "airflow_settings.yaml"):
+        (project / name).chmod(0o644)  # e.g. made by hand or by an older version of this script
+    done = subprocess.run(command, cwd=project, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    for name in ("connection.env", "airflow_settings.yaml"):
+        assert stat.S_IMODE((project / name).stat().st_mode) == 0o600, name
+        assert TOKEN in (project / name).read_text()
+    assert not list(project.glob(".*.tmp")), "no temporary file left behind"
+
+    elsewhere = tmp_path / "shared-folder" / "connection.env"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("# someone else's file\n")
+    (project / "connection.env").unlink()
+    (project / "connection.env").symlink_to(elsewhere)
+    done = subprocess.run(command, cwd=project, capture_output=True, text=True, env=env)
+    assert done.returncode != 0 and done.stderr.strip().splitlines()[-1].startswith(
+        "ERROR: connection.env is a symbolic link"), done.stderr
+    assert elsewhere.read_text() == "# someone else's file\n", "nothing written through the link"

@@ -266,10 +266,20 @@ def write_settings(connections: list[tuple[str, str, dict]]) -> None:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (the generic path holds a token)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
+    """Write a file readable by its owner only (the generic path holds a token), on every write:
+    a new file of mode 0600 takes the old one's place, whatever the old one's mode was. Never
+    through a symbolic link: the token would land wherever it points."""
+    if path.is_symlink():
+        raise SystemExit(f"ERROR: {path.name} is a symbolic link; it holds credentials, so this script writes only a "
+                         f"regular file there: remove the link (rm {path.name}) and run it again")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def connection_env(connections: list[tuple[str, str, dict]], current: str = "") -> str:
